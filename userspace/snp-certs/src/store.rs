@@ -1,0 +1,734 @@
+//! The certificate blob file: OFD-locked readers, atomic locked updates.
+//!
+//! # Locking design
+//!
+//! All locks are Linux open-file-description locks (`fcntl(F_OFD_SETLK[W])`) on the
+//! whole certificate file, taken on **the inode that the certificate path names at
+//! the time**. This is the scheme the kernel documentation of the series asks for
+//! ("take a shared/exclusive lock on the certificate blob path"): a firmware-update
+//! tool that only knows the documentation opens the path and takes an exclusive OFD
+//! lock, and it excludes our readers. (OFD locks and `flock()` locks do not
+//! exclude each other on Linux, so every party must use OFD locks.)
+//!
+//! Replacing the file by `rename()` moves the path to a new inode, and a lock on the
+//! old inode says nothing about the new one. Two rules make the scheme sound anyway:
+//!
+//! 1. **Readers re-check.** A reader opens the path, takes the shared lock, then
+//!    compares `fstat(fd)` with `stat(path)` (device and inode). If the path now
+//!    names another inode, the file was replaced while it waited: it closes and
+//!    starts again.
+//! 2. **Updaters lock both inodes across the rename.** An updater takes the
+//!    exclusive lock on the current inode (and re-checks it like a reader), writes
+//!    the new blob to a temporary file in the same directory, `fsync`s it, takes
+//!    the exclusive lock on the *new* inode too (uncontended: nobody else knows
+//!    it yet), `rename`s it over the path, `fsync`s the directory, and only then
+//!    releases both locks.
+//!
+//! Invariant: the path can change inode only while someone holds the exclusive
+//! lock on both the old and the new inode. Hence a reader that holds a shared
+//! lock on inode X and has seen the path name X keeps seeing X until it unlocks,
+//! and an updater or `snp-certs hold` that holds the exclusive lock on the current
+//! inode excludes every reader that passed its re-check. Readers that opened the
+//! old inode and were waiting get the lock after the updater finishes, fail the
+//! re-check and retry on the new inode, which they can lock only once the updater
+//! released it.
+//!
+//! Crash safety: before the rename the path still names the old, complete blob;
+//! the rename is atomic; the temporary file was `fsync`ed before it and the
+//! directory after it, so after a crash the path names either the old or the new
+//! blob. A temporary file left by a crashed updater is named
+//! `.NAME.snp-certs-tmp.*` and is removed by the next updater, while it holds the
+//! exclusive lock (a live updater only creates its temporary file under that lock,
+//! so any such file seen under the lock is garbage).
+//!
+//! Bounded waits: `F_OFD_SETLKW` has no timeout, so a contended lock is waited for
+//! on a helper thread that owns its own open file description; if the caller gives
+//! up, the helper later gets the lock, finds nobody listening and closes the
+//! descriptor, which drops the lock. No polling.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::libc;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use crate::table::{self, TableError};
+
+/// How often a reader or updater restarts because the path changed under it
+/// before giving up (a path replaced this often is being abused).
+const MAX_ATTEMPTS: u32 = 32;
+
+/// Largest blob a reader accepts from disk (far above the 16 KiB a Linux guest
+/// takes, well below anything that could hurt the VMM).
+pub const MAX_BLOB_FILE: u64 = 1 << 20;
+
+/// Kind of OFD lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// Errors of the blob store.
+#[derive(Debug)]
+pub enum StoreError {
+    /// An I/O call failed.
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// The lock could not be had within the allowed wait.
+    Busy,
+    /// The path kept being replaced while we tried to lock it.
+    Unstable(PathBuf),
+    /// The blob is not a valid certificate table.
+    Table(TableError),
+    /// The blob on disk is larger than [`MAX_BLOB_FILE`].
+    TooLarge(u64),
+    /// A lock on this handle is already held.
+    AlreadyHeld,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { op, path, err } => write!(f, "{op} {}: {err}", path.display()),
+            StoreError::Busy => write!(f, "lock not available within the allowed wait"),
+            StoreError::Unstable(p) => {
+                write!(f, "{} kept being replaced while locking it", p.display())
+            }
+            StoreError::Table(e) => write!(f, "invalid certificate table: {e}"),
+            StoreError::TooLarge(n) => {
+                write!(f, "certificate file is {n} bytes, over the {MAX_BLOB_FILE}-byte limit")
+            }
+            StoreError::AlreadyHeld => write!(f, "lock already held by this handle"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |err| StoreError::Io { op, path, err }
+}
+
+fn flock_arg(l_type: libc::c_int) -> libc::flock {
+    libc::flock {
+        // F_RDLCK/F_WRLCK/F_UNLCK are 0..=2 and fit a c_short.
+        l_type: l_type as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0, // whole file, however it grows
+        l_pid: 0, // must be 0 for OFD locks
+    }
+}
+
+fn lock_type(kind: LockKind) -> libc::c_int {
+    match kind {
+        LockKind::Shared => libc::F_RDLCK,
+        LockKind::Exclusive => libc::F_WRLCK,
+    }
+}
+
+/// Tries to take an OFD lock without waiting. `Ok(false)` means contended.
+pub fn try_lock(fd: BorrowedFd<'_>, kind: LockKind) -> io::Result<bool> {
+    let fl = flock_arg(lock_type(kind));
+    match fcntl(fd, FcntlArg::F_OFD_SETLK(&fl)) {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN) | Err(Errno::EACCES) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes an OFD lock, waiting as long as it takes (restarts on EINTR).
+pub fn lock_wait(fd: BorrowedFd<'_>, kind: LockKind) -> io::Result<()> {
+    let fl = flock_arg(lock_type(kind));
+    loop {
+        match fcntl(fd, FcntlArg::F_OFD_SETLKW(&fl)) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Releases this open file description's lock.
+pub fn unlock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fl = flock_arg(libc::F_UNLCK);
+    fcntl(fd, FcntlArg::F_OFD_SETLK(&fl)).map(drop).map_err(Into::into)
+}
+
+/// Waits for the lock on `file` for at most `wait` (forever if `None`). On time-out
+/// the file is handed to a helper thread that keeps waiting and then closes it,
+/// which releases the lock it got: the caller never ends up holding a lock late.
+fn lock_bounded(file: File, kind: LockKind, wait: Option<Duration>, path: &Path) -> Result<File, StoreError> {
+    if try_lock(file.as_fd(), kind).map_err(io_err("lock", path))? {
+        return Ok(file);
+    }
+    let wait = match wait {
+        None => {
+            lock_wait(file.as_fd(), kind).map_err(io_err("lock", path))?;
+            return Ok(file);
+        }
+        Some(w) => w,
+    };
+    if wait.is_zero() {
+        return Err(StoreError::Busy);
+    }
+    let (tx, rx) = mpsc::sync_channel::<io::Result<File>>(1);
+    std::thread::Builder::new()
+        .name("snp-certs-lock".into())
+        .spawn(move || {
+            let r = lock_wait(file.as_fd(), kind).map(|()| file);
+            // If the receiver is gone the caller timed out; dropping the File
+            // closes the descriptor and releases the lock we just got.
+            let _ = tx.send(r);
+        })
+        .map_err(io_err("spawn lock waiter for", path))?;
+    match rx.recv_timeout(wait) {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e)) => Err(StoreError::Io {
+            op: "lock",
+            path: path.to_path_buf(),
+            err: e,
+        }),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(StoreError::Busy),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(StoreError::Io {
+            op: "lock",
+            path: path.to_path_buf(),
+            err: io::Error::other("lock waiter thread ended"),
+        }),
+    }
+}
+
+/// An open certificate file whose lock this handle holds; closing it (drop)
+/// releases the lock.
+#[derive(Debug)]
+pub struct LockedFile {
+    file: File,
+    kind: LockKind,
+    dev: u64,
+    ino: u64,
+}
+
+impl LockedFile {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+    pub fn kind(&self) -> LockKind {
+        self.kind
+    }
+    /// (device, inode) of the locked file.
+    pub fn id(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+    /// Reads the whole file from offset 0.
+    pub fn read_all(&mut self) -> Result<Vec<u8>, StoreError> {
+        read_whole(&mut self.file, Path::new("<locked file>"))
+    }
+}
+
+fn read_whole(file: &mut File, path: &Path) -> Result<Vec<u8>, StoreError> {
+    let len = file.metadata().map_err(io_err("fstat", path))?.len();
+    if len > MAX_BLOB_FILE {
+        return Err(StoreError::TooLarge(len));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io_err("seek", path))?;
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(MAX_BLOB_FILE.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(io_err("read", path))?;
+    if buf.len() as u64 > MAX_BLOB_FILE {
+        return Err(StoreError::TooLarge(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// Does `path` still name the inode `file` is open on? A missing path is "no".
+fn names_same_inode(file: &File, path: &Path) -> Result<Option<(u64, u64)>, StoreError> {
+    let fm = file.metadata().map_err(io_err("fstat", path))?;
+    match std::fs::metadata(path) {
+        Ok(pm) if pm.dev() == fm.dev() && pm.ino() == fm.ino() => Ok(Some((fm.dev(), fm.ino()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("stat", path)(e)),
+    }
+}
+
+/// Opens `path` and takes `kind` lock on the inode it names, waiting at most
+/// `wait` in total, and re-checks that the path still names that inode (retrying
+/// if it was replaced meanwhile). A missing file is an `Io` error of kind NotFound.
+pub fn open_locked(path: &Path, kind: LockKind, wait: Option<Duration>) -> Result<LockedFile, StoreError> {
+    let deadline = wait.and_then(|w| Instant::now().checked_add(w));
+    for _ in 0..MAX_ATTEMPTS {
+        let mut oo = OpenOptions::new();
+        oo.read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY);
+        if kind == LockKind::Exclusive {
+            oo.write(true); // F_WRLCK needs a writable descriptor
+        }
+        let file = oo.open(path).map_err(io_err("open", path))?;
+        let left = match (wait, deadline) {
+            (None, _) => None,
+            (Some(_), Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+            (Some(w), None) => Some(w),
+        };
+        let file = lock_bounded(file, kind, left, path)?;
+        if let Some((dev, ino)) = names_same_inode(&file, path)? {
+            return Ok(LockedFile { file, kind, dev, ino });
+        }
+        // Replaced while we waited: drop (unlock) and try the new inode.
+    }
+    Err(StoreError::Unstable(path.to_path_buf()))
+}
+
+/// One-shot reader: open, shared lock (bounded), re-check, read, validate.
+/// The returned lock is held until the `LockedFile` is dropped.
+pub fn read_locked(path: &Path, wait: Option<Duration>) -> Result<(LockedFile, Vec<u8>), StoreError> {
+    let mut lf = open_locked(path, LockKind::Shared, wait)?;
+    let blob = read_whole(&mut lf.file, path)?;
+    table::parse(&blob).map_err(StoreError::Table)?;
+    Ok((lf, blob))
+}
+
+fn split_path(path: &Path) -> Result<(PathBuf, OsString), StoreError> {
+    let name = path.file_name().ok_or_else(|| StoreError::Io {
+        op: "use",
+        path: path.to_path_buf(),
+        err: io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
+    })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name.to_os_string()))
+}
+
+fn tmp_prefix(name: &OsString) -> Vec<u8> {
+    let mut p = b".".to_vec();
+    p.extend_from_slice(name.as_bytes());
+    p.extend_from_slice(b".snp-certs-tmp.");
+    p
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Takes the exclusive lock for an update of `path`. `Ok(None)` if the file does
+/// not exist yet (the first install then creates it without replacing anything).
+pub fn lock_for_update(path: &Path, wait: Option<Duration>) -> Result<Option<LockedFile>, StoreError> {
+    match open_locked(path, LockKind::Exclusive, wait) {
+        Ok(l) => Ok(Some(l)),
+        Err(StoreError::Io { err, .. }) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces `path` with `blob` (already validated by the caller or not: this
+/// validates again). `old` must be the exclusive lock on the inode `path` names
+/// (from [`lock_for_update`]) or `None` if the path does not exist. Returns the
+/// new file, exclusively locked: keep it to extend the critical section (as
+/// `hold --install` does), drop it to let readers in.
+pub fn replace_locked(path: &Path, old: Option<&LockedFile>, blob: &[u8]) -> Result<LockedFile, StoreError> {
+    table::parse(blob).map_err(StoreError::Table)?;
+    if let Some(o) = old {
+        if o.kind != LockKind::Exclusive || names_same_inode(&o.file, path)?.is_none() {
+            return Err(StoreError::Unstable(path.to_path_buf()));
+        }
+    }
+    let (dir, name) = split_path(path)?;
+    let dirf = File::open(&dir).map_err(io_err("open directory", &dir))?;
+    let prefix = tmp_prefix(&name);
+    if old.is_some() {
+        // Under the exclusive lock: temporaries of crashed updaters are garbage.
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for ent in rd.flatten() {
+                if ent.file_name().as_bytes().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(ent.path());
+                }
+            }
+        }
+    }
+    let mut tmp_name = prefix;
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    tmp_name.extend_from_slice(format!("{}.{}", std::process::id(), n).as_bytes());
+    let tmp_path = dir.join(std::ffi::OsStr::from_bytes(&tmp_name));
+    let mut tmp = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&tmp_path)
+        .map_err(io_err("create", &tmp_path))?;
+    let res = (|| {
+        tmp.write_all(blob).map_err(io_err("write", &tmp_path))?;
+        tmp.sync_all().map_err(io_err("fsync", &tmp_path))?;
+        if !try_lock(tmp.as_fd(), LockKind::Exclusive).map_err(io_err("lock", &tmp_path))? {
+            return Err(StoreError::Busy);
+        }
+        let flags = if old.is_some() {
+            nix::fcntl::RenameFlags::empty()
+        } else {
+            // First install: never clobber a file someone else created meanwhile.
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE
+        };
+        nix::fcntl::renameat2(dirf.as_fd(), tmp_name.as_slice(), dirf.as_fd(), name.as_bytes(), flags)
+            .map_err(|e| io_err("rename over", path)(e.into()))?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp_path);
+        return Err(e);
+    }
+    // The rename is done: from here on the new blob is the blob. Make it durable.
+    nix::unistd::fsync(dirf.as_fd()).map_err(|e| io_err("fsync directory", &dir)(e.into()))?;
+    let m = tmp.metadata().map_err(io_err("fstat", path))?;
+    Ok(LockedFile {
+        file: tmp,
+        kind: LockKind::Exclusive,
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+/// Validates `blob` and atomically installs it at `path` under the exclusive lock.
+pub fn install(path: &Path, blob: &[u8], wait: Option<Duration>) -> Result<(), StoreError> {
+    table::parse(blob).map_err(StoreError::Table)?;
+    for _ in 0..MAX_ATTEMPTS {
+        let old = lock_for_update(path, wait)?;
+        match replace_locked(path, old.as_ref(), blob) {
+            Ok(_new) => return Ok(()), // both locks dropped here, after the rename
+            // The first install lost a race with another creator: lock theirs.
+            Err(StoreError::Io { err, .. }) if old.is_none() && err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Unstable(path.to_path_buf()))
+}
+
+/// Default bounded wait of the VMM for the shared lock: well under the guest's
+/// 2 s BUSY retry interval.
+pub const DEFAULT_SERVE_WAIT: Duration = Duration::from_millis(100);
+
+struct Current {
+    file: File,
+    blob: Vec<u8>,
+}
+
+/// A VMM-side reader that keeps the blob cached between requests.
+///
+/// Per request it takes the shared OFD lock on its open descriptor and checks a
+/// directory inotify queue for any event naming the certificate file (rename
+/// over it, write to it, delete, attribute change, queue overflow). Events are
+/// queued by the kernel inside the syscall that makes the change, and every change
+/// to the file happens under the exclusive lock, so once the shared lock is ours,
+/// an empty queue proves that the path still names our inode and that its bytes
+/// are the ones cached: one `read()` that returns EAGAIN replaces the
+/// `stat()` path walk and the re-read. Any event: drop the cache and reload the
+/// slow way (open, lock, re-check inode, read, validate).
+///
+/// Limits: changes through a writable `mmap` of the file raise no inotify event;
+/// tools must write with `write(2)` (as `snp-certs install` does) or replace by
+/// rename. One `BlobServer` per vCPU thread: the lock belongs to its own open
+/// file description, so vCPUs holding a lock until NOTIFY_DONE do not release each
+/// other's locks.
+pub struct BlobServer {
+    path: PathBuf,
+    name: OsString,
+    inotify: Inotify,
+    cur: Option<Current>,
+    held: bool,
+    wait: Duration,
+    reloads: u64,
+}
+
+impl BlobServer {
+    /// Watches the certificate file's directory. The file itself may not exist
+    /// yet: requests fail until it does.
+    pub fn new(path: &Path) -> Result<BlobServer, StoreError> {
+        let (dir, name) = split_path(path)?;
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| io_err("inotify_init", path)(e.into()))?;
+        let mask = AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_ATTRIB
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF;
+        inotify
+            .add_watch(&dir, mask)
+            .map_err(|e| io_err("inotify_add_watch", &dir)(e.into()))?;
+        Ok(BlobServer {
+            path: path.to_path_buf(),
+            name,
+            inotify,
+            cur: None,
+            held: false,
+            wait: DEFAULT_SERVE_WAIT,
+            reloads: 0,
+        })
+    }
+
+    /// Sets the bounded wait for a contended lock.
+    pub fn with_wait(mut self, wait: Duration) -> BlobServer {
+        self.wait = wait;
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many times the blob was (re)loaded from disk.
+    pub fn reloads(&self) -> u64 {
+        self.reloads
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// True if an event about our file is queued (errors count as "changed").
+    fn changed(&mut self) -> bool {
+        let mut relevant = false;
+        loop {
+            match self.inotify.read_events() {
+                Ok(evs) => {
+                    for ev in evs {
+                        let about_us = match &ev.name {
+                            Some(n) => *n == self.name,
+                            None => true, // directory itself, overflow, ignored
+                        };
+                        relevant |= about_us || ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
+                    }
+                }
+                Err(Errno::EAGAIN) => return relevant,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Takes the shared lock and returns the current, validated blob. The lock is
+    /// held until [`release`](Self::release).
+    pub fn acquire(&mut self) -> Result<&[u8], StoreError> {
+        if self.held {
+            return Err(StoreError::AlreadyHeld);
+        }
+        if self.cur.is_some() {
+            let locked = self
+                .cur
+                .as_ref()
+                .map(|c| try_lock(c.file.as_fd(), LockKind::Shared));
+            if let Some(Ok(true)) = locked {
+                if !self.changed() {
+                    self.held = true;
+                    return self
+                        .cur
+                        .as_ref()
+                        .map(|c| c.blob.as_slice())
+                        .ok_or(StoreError::AlreadyHeld);
+                }
+                if let Some(c) = &self.cur {
+                    let _ = unlock(c.file.as_fd());
+                }
+            }
+            // Contended, changed, or failed: drop the cached descriptor.
+            self.cur = None;
+        }
+        // Slow path. Drain first: an event that arrives after this point makes
+        // the next request reload again, which is safe.
+        let _ = self.changed();
+        let path = self.path.clone();
+        let mut lf = open_locked(&path, LockKind::Shared, Some(self.wait))?;
+        let blob = read_whole(&mut lf.file, &path)?;
+        table::parse(&blob).map_err(StoreError::Table)?;
+        self.reloads = self.reloads.saturating_add(1);
+        self.held = true;
+        let cur = self.cur.insert(Current { file: lf.file, blob });
+        Ok(cur.blob.as_slice())
+    }
+
+    /// Releases the lock taken by [`acquire`](Self::acquire). Never fails: if the
+    /// unlock call fails, the descriptor is closed, which releases the lock.
+    pub fn release(&mut self) {
+        if !self.held {
+            return;
+        }
+        self.held = false;
+        let ok = self.cur.as_ref().map(|c| unlock(c.file.as_fd()).is_ok()).unwrap_or(false);
+        if !ok {
+            self.cur = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Builder, CertKind};
+
+    fn blob(fill: u8, n: usize) -> Vec<u8> {
+        Builder::new().add_kind(CertKind::Vcek, vec![fill; n]).build().unwrap()
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("snp-certs-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn install_and_read() {
+        let d = tmpdir("basic");
+        let p = d.join("certs.bin");
+        install(&p, &blob(1, 100), None).unwrap();
+        let (_l, b) = read_locked(&p, None).unwrap();
+        assert_eq!(b, blob(1, 100));
+        drop(_l);
+        install(&p, &blob(2, 200), None).unwrap();
+        assert_eq!(read_locked(&p, None).unwrap().1, blob(2, 200));
+        // no temporaries left behind
+        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(matches!(install(&p, &[1, 2, 3], None), Err(StoreError::Table(_))));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn shared_excludes_exclusive_across_descriptors() {
+        let d = tmpdir("excl");
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        let r = open_locked(&p, LockKind::Shared, None).unwrap();
+        // Same process, another open file description: OFD locks conflict.
+        assert!(matches!(
+            open_locked(&p, LockKind::Exclusive, Some(Duration::from_millis(50))),
+            Err(StoreError::Busy)
+        ));
+        assert!(matches!(install(&p, &blob(2, 10), Some(Duration::from_millis(50))), Err(StoreError::Busy)));
+        let r2 = open_locked(&p, LockKind::Shared, Some(Duration::ZERO)).unwrap();
+        drop(r);
+        drop(r2);
+        // The helper threads of the two timed-out attempts above may still get
+        // the lock for a moment (and drop it at once): allow a short wait.
+        let w = open_locked(&p, LockKind::Exclusive, Some(Duration::from_secs(5))).unwrap();
+        assert!(matches!(read_locked(&p, Some(Duration::from_millis(30))), Err(StoreError::Busy)));
+        drop(w);
+        read_locked(&p, Some(Duration::from_secs(5))).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn new_inode_is_locked_until_updater_releases() {
+        let d = tmpdir("newlock");
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        let old = lock_for_update(&p, None).unwrap().unwrap();
+        let new = replace_locked(&p, Some(&old), &blob(2, 10)).unwrap();
+        drop(old);
+        // The path names the new inode, which is still exclusively locked.
+        assert!(matches!(read_locked(&p, Some(Duration::from_millis(30))), Err(StoreError::Busy)));
+        drop(new);
+        assert_eq!(read_locked(&p, None).unwrap().1, blob(2, 10));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn waiting_reader_follows_replacement() {
+        let d = tmpdir("follow");
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        let old = lock_for_update(&p, None).unwrap().unwrap();
+        let p2 = p.clone();
+        let h = std::thread::spawn(move || read_locked(&p2, Some(Duration::from_secs(5))).map(|x| x.1));
+        std::thread::sleep(Duration::from_millis(50));
+        let new = replace_locked(&p, Some(&old), &blob(3, 10)).unwrap();
+        drop(old);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(new);
+        assert_eq!(h.join().unwrap().unwrap(), blob(3, 10));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed() {
+        let d = tmpdir("stale");
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        std::fs::write(d.join(".c.snp-certs-tmp.999.0"), b"junk").unwrap();
+        install(&p, &blob(2, 10), None).unwrap();
+        assert!(!d.join(".c.snp-certs-tmp.999.0").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn server_caches_and_sees_every_kind_of_change() {
+        let d = tmpdir("server");
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        let mut s = BlobServer::new(&p).unwrap();
+        assert_eq!(s.acquire().unwrap(), &blob(1, 10)[..]);
+        assert!(matches!(s.acquire(), Err(StoreError::AlreadyHeld)));
+        s.release();
+        for _ in 0..5 {
+            assert_eq!(s.acquire().unwrap(), &blob(1, 10)[..]);
+            s.release();
+        }
+        assert_eq!(s.reloads(), 1);
+        // replacement by rename
+        install(&p, &blob(2, 20), None).unwrap();
+        assert_eq!(s.acquire().unwrap(), &blob(2, 20)[..]);
+        s.release();
+        assert_eq!(s.reloads(), 2);
+        // in-place write under the exclusive lock (what a tool following only the
+        // kernel documentation might do)
+        {
+            let mut w = open_locked(&p, LockKind::Exclusive, None).unwrap();
+            w.file.set_len(0).unwrap();
+            w.file.seek(SeekFrom::Start(0)).unwrap();
+            w.file.write_all(&blob(4, 30)).unwrap();
+        }
+        assert_eq!(s.acquire().unwrap(), &blob(4, 30)[..]);
+        s.release();
+        // unrelated file in the directory does not force a reload
+        std::fs::write(d.join("other"), b"x").unwrap();
+        let before = s.reloads();
+        assert_eq!(s.acquire().unwrap(), &blob(4, 30)[..]);
+        s.release();
+        assert_eq!(s.reloads(), before);
+        // writer holds the lock: bounded wait then Busy
+        let mut s = s.with_wait(Duration::from_millis(20));
+        let w = open_locked(&p, LockKind::Exclusive, None).unwrap();
+        let t = Instant::now();
+        assert!(matches!(s.acquire(), Err(StoreError::Busy)));
+        assert!(t.elapsed() < Duration::from_secs(2));
+        drop(w);
+        assert_eq!(s.acquire().unwrap(), &blob(4, 30)[..]);
+        s.release();
+        // deleted file
+        std::fs::remove_file(&p).unwrap();
+        assert!(matches!(s.acquire(), Err(StoreError::Io { .. })));
+        // invalid content
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(matches!(s.acquire(), Err(StoreError::Table(_))));
+        assert!(!s.is_held());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
