@@ -1,0 +1,209 @@
+//! The `snp-certs` command line: exit codes, messages, hostile input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use snp_certs::table::{self, Builder, CertKind};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_snp-certs"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("snp-certs-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Minimal DER SEQUENCE of n content bytes (the CLI checks DER framing only).
+fn der(fill: u8, n: usize) -> Vec<u8> {
+    assert!(n < 0x10000);
+    let mut v = vec![0x30, 0x82, (n >> 8) as u8, n as u8];
+    v.extend(std::iter::repeat(fill).take(n));
+    v
+}
+
+fn pem(d: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b = String::new();
+    for c in d.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                b.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b.push('=');
+            }
+        }
+    }
+    let lines: Vec<String> = b.as_bytes().chunks(64).map(|l| String::from_utf8(l.to_vec()).unwrap()).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
+
+#[test]
+fn help_on_every_command() {
+    for args in [
+        vec!["--help"],
+        vec!["help"],
+        vec!["build", "--help"],
+        vec!["inspect", "--help"],
+        vec!["install", "--help"],
+        vec!["hold", "--help"],
+        vec!["help", "hold"],
+    ] {
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("snp-certs"), "{args:?}");
+        assert!(o.stderr.is_empty());
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_on_stderr() {
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["inspect"],
+        vec!["inspect", "a", "b"],
+        vec!["build", "--ark"],
+        vec!["build", "--ark", "a", "--ask", "b", "-o", "c"],
+        vec!["build", "--ark", "a", "--ask", "b", "--vcek", "c", "--vlek", "d", "-o", "e"],
+        vec!["install", "onlyone"],
+        vec!["install", "--timeout", "-1", "a", "b"],
+        vec!["install", "--timeout", "nan", "a", "b"],
+        vec!["hold", "p"],
+        vec!["hold", "p", "--"],
+        vec!["hold", "--bogus", "p", "--", "true"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.starts_with("snp-certs: "), "{args:?}: {e}");
+        assert!(!e.contains("panicked"));
+    }
+}
+
+#[test]
+fn build_inspect_install_hold() {
+    let d = dir("flow");
+    let (ark, ask, vcek, crl) = (d.join("ark.pem"), d.join("ask.der"), d.join("vcek.pem"), d.join("crl.der"));
+    std::fs::write(&ark, pem(&der(1, 500))).unwrap();
+    std::fs::write(&ask, der(2, 600)).unwrap();
+    std::fs::write(&vcek, pem(&der(3, 700))).unwrap();
+    std::fs::write(&crl, der(4, 100)).unwrap();
+    let blob = d.join("blob.bin");
+    let o = run(&["build", "--ark", s(&ark), "--ask", s(&ask), "--vcek", s(&vcek), "--crl", s(&crl), "-o", s(&blob)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = std::fs::read(&blob).unwrap();
+    let t = table::parse(&b).unwrap();
+    assert_eq!(t.find(CertKind::Ark).unwrap(), der(1, 500).as_slice());
+    assert_eq!(t.find(CertKind::Ask).unwrap(), der(2, 600).as_slice());
+    assert_eq!(t.find(CertKind::Vcek).unwrap(), der(3, 700).as_slice());
+    assert_eq!(t.find(CertKind::Crl).unwrap(), der(4, 100).as_slice());
+
+    let o = run(&["inspect", s(&blob)]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    for k in ["ARK", "ASK", "VCEK", "CRL", "c0b406a4-a803-4952-9743-3fb6014cd0ae", "4 entries"] {
+        assert!(out.contains(k), "{out}");
+    }
+
+    // install, then hold propagates CMD's exit status
+    let certs = d.join("certs");
+    assert!(run(&["install", s(&blob), s(&certs)]).status.success());
+    assert_eq!(std::fs::read(&certs).unwrap(), b);
+    assert_eq!(run(&["hold", s(&certs), "--", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(run(&["hold", s(&certs), "--", "true"]).status.code(), Some(0));
+    assert_eq!(run(&["hold", s(&certs), "--", "sh", "-c", "kill -9 $$"]).status.code(), Some(137));
+    assert_eq!(run(&["hold", s(&certs), "--", "/nonexistent/cmd"]).status.code(), Some(127));
+    // a nested install would deadlock on the held lock: refused with a hint
+    let o = run(&["hold", s(&certs), "--", env!("CARGO_BIN_EXE_snp-certs"), "install", s(&blob), s(&certs)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("hold --install"));
+    // while held, an install from outside times out
+    let o = bin()
+        .args(["hold", s(&certs), "--", env!("CARGO_BIN_EXE_snp-certs"), "inspect", s(&certs)])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let small = Builder::new().add_kind(CertKind::Vlek, der(9, 50)).build().unwrap();
+    let small_p = d.join("small.bin");
+    std::fs::write(&small_p, &small).unwrap();
+    let mut holder = bin().args(["hold", s(&certs), "--", "sleep", "2"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = run(&["install", "--timeout", "0.2", s(&small_p), s(&certs)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lock busy"));
+    assert!(holder.wait().unwrap().success());
+    // hold --install replaces the blob after CMD succeeds ...
+    assert!(run(&["hold", "--install", s(&small_p), s(&certs), "--", "true"]).status.success());
+    assert_eq!(std::fs::read(&certs).unwrap(), small);
+    // ... and not when it fails
+    assert_eq!(run(&["hold", "--install", s(&blob), s(&certs), "--", "false"]).status.code(), Some(1));
+    assert_eq!(std::fs::read(&certs).unwrap(), small);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn hostile_inputs_fail_cleanly() {
+    let d = dir("hostile");
+    let w = |name: &str, data: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    };
+    let empty_table = w("empty", &[0u8; 24]);
+    let o = run(&["inspect", s(&empty_table)]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 entries"));
+
+    let mut overflow = vec![1u8; 16];
+    overflow.extend_from_slice(&48u32.to_le_bytes());
+    overflow.extend_from_slice(&u32::MAX.to_le_bytes());
+    overflow.extend_from_slice(&[0u8; 24]);
+    for (name, data) in [
+        ("zero", vec![]),
+        ("short", vec![0u8; 23]),
+        ("noterm", vec![7u8; 24]),
+        ("overflow", overflow),
+        ("random", (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+    ] {
+        let p = w(name, &data);
+        let o = run(&["inspect", s(&p)]);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(e.lines().count(), 1, "{name}: one-line reason: {e}");
+        assert!(e.contains("invalid certificate table"), "{name}: {e}");
+        // install refuses it too, and creates nothing
+        let target = d.join(format!("{name}.target"));
+        assert_eq!(run(&["install", s(&p), s(&target)]).status.code(), Some(1));
+        assert!(!target.exists());
+    }
+    assert_eq!(run(&["inspect", s(&d.join("missing"))]).status.code(), Some(1));
+    // build: bad PEM, chain file with two certs, oversize
+    let bad = w("bad.pem", b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+    let good = w("good.der", &der(1, 100));
+    let chain = w("chain.pem", format!("{}{}", pem(&der(1, 10)), pem(&der(2, 10))).as_bytes());
+    let big = w("big.der", &der(5, 17000));
+    let out = d.join("out");
+    for (ark, why) in [(&bad, "base64"), (&chain, "2 PEM blocks"), (&big, "16384")] {
+        let o = run(&["build", "--ark", s(ark), "--ask", s(&good), "--vlek", s(&good), "-o", s(&out)]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        // good.der twice is fine as data, but big/bad/chain must fail
+        assert_eq!(o.status.code(), Some(1), "{why}: {e}");
+        assert!(e.contains(why), "{why}: {e}");
+    }
+    let o = run(&["build", "--ark", s(&big), "--ask", s(&good), "--vlek", s(&good), "--allow-oversize", "-o", s(&out)]);
+    assert!(o.status.success());
+    std::fs::remove_dir_all(&d).unwrap();
+}
