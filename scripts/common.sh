@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared paths and tool settings, sourced by every script in scripts/.
+# shellcheck shell=bash
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=$TOP/build            # everything generated (ignored by git)
+WORK=$TOP/work/linux        # the expanded series: base commit + one commit a patch
+PATCHES=$TOP/patches
+BASE_TARBALL=/usr/src/linux-source-6.12.tar.xz
+BASE_DIR=$BUILD/base/linux-source-6.12
+TESTED_BASE_VERSION=6.12.117-1~deb12u1
+BINDGEN_VERSION=0.73.2
+RUST_LIB_SRC=/usr/src/rustc-1.96.0/library
+JOBS=${JOBS:-$(( $(nproc) + 1 ))}
+
+export PATH=/usr/lib/llvm-19/bin:$HOME/.cargo/bin:$PATH
+export LIBCLANG_PATH=/usr/lib/llvm-19/lib
+
+# Debian's rustc-web/clippy/rustfmt are one matched toolchain; rustup's
+# binaries earlier in PATH belong to another rustc and must not be used for
+# the kernel.
+KMAKE=(make -j"$JOBS" LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+       RUSTFMT=/usr/bin/rustfmt CLIPPY_DRIVER=/usr/bin/clippy-driver
+       BINDGEN="$HOME/.cargo/bin/bindgen" RUST_LIB_SRC="$RUST_LIB_SRC")
+
+# Fixed identity and dates make the work tree's commits, and so the exported
+# patches, reproducible.
+# Authors come from the patches themselves.
+export GIT_COMMITTER_NAME="series" GIT_COMMITTER_EMAIL="series@localhost"
+BASE_DATE="2000-01-01T00:00:00Z"
+
+log() { printf '>>> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# stage NAME CMD...: run CMD and print how long it took, for the CI log.
+stage() {
+	local name=$1 start rc=0
+	shift
+	start=$(date +%s)
+	log "stage $name: start"
+	"$@" || rc=$?
+	log "stage $name: $( [ $rc = 0 ] && echo ok || echo "FAILED ($rc)" ) in $(( $(date +%s) - start )) s"
+	return $rc
+}
+
+# A fingerprint of patches/, to tell whether the work tree is current.
+patches_hash() {
+	{ cat "$PATCHES"/*.patch 2>/dev/null || true; } | sha256sum | cut -d' ' -f1
+}
+
+# apply_series REPO: put patches/ on top of the base in REPO (branch series
+# checked out at the base): the cover letter becomes the branch description,
+# every other patch a commit.
+apply_series() {
+	local repo=$1 cover version series am_opts=(--committer-date-is-author-date --quiet)
+	cover=$(ls "$PATCHES"/0000-*.patch 2>/dev/null || true)
+	if [ -n "$cover" ]; then
+		git -C "$repo" config branch.series.description \
+			"$(python3 "$TOP/scripts/cover.py" read "$cover")"
+	fi
+	mapfile -t series < <(ls "$PATCHES"/[0-9][0-9][0-9][0-9]-*.patch 2>/dev/null | grep -v '/0000-' || true)
+	version=$(git -C "$repo" config series.base-version)
+	if [ "$version" != "$TESTED_BASE_VERSION" ]; then
+		am_opts+=(-3)
+		echo "NOTE: applying with git am -3 onto $version (tested on $TESTED_BASE_VERSION)" >&2
+	fi
+	[ ${#series[@]} -eq 0 ] || git -C "$repo" am "${am_opts[@]}" "${series[@]}"
+}
+
+# format_series REPO OUT: REPO's base..series as format-patch output in OUT.
+# Reproducible: zero commit ids, no version signature, and the cover letter
+# from the last patch's author and date.
+format_series() {
+	local repo=$1 out=$2 name email date
+	{ read -r name; read -r email; read -r date; } < <(git -C "$repo" log -1 --format='%an%n%ae%n%aI' series)
+	rm -rf "$out"
+	GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email \
+	GIT_COMMITTER_DATE=$date git -C "$repo" format-patch --quiet \
+		--zero-commit --no-signature --cover-letter \
+		--cover-from-description=subject -o "$out" base..series
+}
+
+# src_at REV: check REV (a rev of the work tree: base, series, a sha) out in
+# build/src, the tree every build uses. It is a separate repository so that
+# builds never disturb work/linux, and it is only ever moved between commits,
+# so checkouts rewrite just the files that differ and builds stay
+# incremental. Commit ids are reproducible (fixed dates), so a re-expanded
+# work tree yields the same ones.
+src_at() {
+	local src=$BUILD/src sha
+	sha=$(git -C "$WORK" rev-parse --verify "$1^{commit}")
+	if [ ! -d "$src/.git" ]; then
+		# Adopt files already there (from an earlier layout) without
+		# rewriting them; a fresh directory is simply checked out.
+		rm -f "$src/.git"
+		mkdir -p "$src"
+		git -C "$src" init -q
+	fi
+	git -C "$src" fetch -q --no-tags "$WORK" +series:refs/work/series +base:refs/work/base
+	if ! git -C "$src" rev-parse -q --verify HEAD >/dev/null; then
+		git -C "$src" reset -q "$(cat "$BUILD/src.rev" 2>/dev/null || echo refs/work/base)" -- 2>/dev/null ||
+			git -C "$src" reset -q refs/work/base
+	fi
+	git -C "$src" checkout -q --force --detach "$sha"
+	git -C "$src" reset -q --hard
+	echo "$sha" > "$BUILD/src.rev"
+}
+
+# The lists in tests/, without comments and blank lines.
+list() { sed -e 's/#.*//' -e '/^\s*$/d' "$TOP/tests/$1"; }
