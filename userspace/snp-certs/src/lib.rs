@@ -11,6 +11,21 @@
 //!   `include/uapi/linux/kvm.h` by `scripts/regen-bindings.sh`.
 //! * [`pem`]: PEM/DER certificate input for the CLI.
 
+// Library code reachable from inputs must not panic: enforced by clippy (tests
+// excluded; check.sh runs clippy with -D warnings).
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::undocumented_unsafe_blocks
+    )
+)]
+
 pub mod pem;
 pub mod store;
 pub mod table;
@@ -26,7 +41,8 @@ pub mod vmgexit;
     dead_code,
     unsafe_op_in_unsafe_fn,
     clippy::all,
-    clippy::pedantic
+    clippy::pedantic,
+    clippy::restriction
 )]
 pub mod kvm {
     include!("kvm_bindings.rs");

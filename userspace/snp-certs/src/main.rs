@@ -1,6 +1,16 @@
 //! `snp-certs`: build, inspect and install SEV-SNP certificate blobs, and hold the
 //! certificate lock around firmware updates.
 
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::undocumented_unsafe_blocks
+)]
+
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -148,7 +158,12 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
         "inspect" => cmd_inspect(rest),
         "install" => cmd_install(rest),
         "hold" => cmd_hold(rest),
-        _ => usage(format!("unknown command {:?}", args.first().map(|a| a.to_string_lossy()).unwrap_or_default())),
+        _ => usage(format!(
+            "unknown command {:?}",
+            args.first()
+                .map(|a| a.to_string_lossy())
+                .unwrap_or_default()
+        )),
     }
 }
 
@@ -170,9 +185,16 @@ fn set_once(slot: &mut Option<PathBuf>, v: &OsString, name: &str) -> Result<(), 
 
 fn parse_timeout(v: &OsStr) -> Result<Duration, Fail> {
     let s = v.to_str().unwrap_or("");
-    match s.parse::<f64>().ok().and_then(|f| Duration::try_from_secs_f64(f).ok()) {
+    match s
+        .parse::<f64>()
+        .ok()
+        .and_then(|f| Duration::try_from_secs_f64(f).ok())
+    {
         Some(d) if d <= Duration::from_secs(24 * 3600) => Ok(d),
-        _ => usage(format!("--timeout wants seconds between 0 and 86400, got {:?}", v.to_string_lossy())),
+        _ => usage(format!(
+            "--timeout wants seconds between 0 and 86400, got {:?}",
+            v.to_string_lossy()
+        )),
     }
 }
 
@@ -189,7 +211,8 @@ fn read_input(path: &Path) -> Result<Vec<u8>, Fail> {
 }
 
 fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
-    let (mut ark, mut ask, mut vcek, mut vlek, mut crl, mut out) = (None, None, None, None, None, None);
+    let (mut ark, mut ask, mut vcek, mut vlek, mut crl, mut out) =
+        (None, None, None, None, None, None);
     let mut oversize = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -202,7 +225,12 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
             "--crl" => set_once(&mut crl, value(&mut it, "--crl")?, "--crl")?,
             "-o" | "--output" => set_once(&mut out, value(&mut it, "-o")?, "-o")?,
             "--allow-oversize" => oversize = true,
-            _ => return usage(format!("build: unexpected argument {:?}", a.to_string_lossy())),
+            _ => {
+                return usage(format!(
+                    "build: unexpected argument {:?}",
+                    a.to_string_lossy()
+                ))
+            }
         }
     }
     let (Some(ark), Some(ask), Some(out)) = (ark, ask, out) else {
@@ -221,7 +249,8 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
     let mut b = Builder::new().allow_oversize(oversize);
     for (kind, path) in inputs {
         let raw = read_input(&path)?;
-        let der = pem::to_der(&raw).map_err(|e| Fail::Run(format!("{} ({}): {e}", path.display(), kind.name())))?;
+        let der = pem::to_der(&raw)
+            .map_err(|e| Fail::Run(format!("{} ({}): {e}", path.display(), kind.name())))?;
         b = b.add_kind(kind, der);
     }
     let blob = b.build().map_err(|e| Fail::Run(format!("build: {e}")))?;
@@ -249,7 +278,12 @@ fn cmd_inspect(args: &[OsString]) -> Result<(), Fail> {
         return usage("inspect needs a BLOB");
     };
     let blob = read_input(&path)?;
-    let t = table::parse(&blob).map_err(|e| Fail::Run(format!("{}: invalid certificate table: {e}", path.display())))?;
+    let t = table::parse(&blob).map_err(|e| {
+        Fail::Run(format!(
+            "{}: invalid certificate table: {e}",
+            path.display()
+        ))
+    })?;
     let mut s = String::new();
     s.push_str("index  type   guid                                  offset  length\n");
     for (i, e) in t.entries().iter().enumerate() {
@@ -284,7 +318,10 @@ fn cmd_inspect(args: &[OsString]) -> Result<(), Fail> {
 
 fn store_err(path: &Path, e: StoreError) -> Fail {
     match e {
-        StoreError::Busy => Fail::Run(format!("{}: lock busy (timed out waiting for the lock)", path.display())),
+        StoreError::Busy => Fail::Run(format!(
+            "{}: lock busy (timed out waiting for the lock)",
+            path.display()
+        )),
         e => Fail::Run(format!("{}: {e}", path.display())),
     }
 }
@@ -310,7 +347,9 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
         match a.to_str() {
             Some("-h" | "--help") => return print(INSTALL_HELP),
             Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
-            Some(s) if s.starts_with('-') && s.len() > 1 => return usage(format!("install: unknown option {s}")),
+            Some(s) if s.starts_with('-') && s.len() > 1 => {
+                return usage(format!("install: unknown option {s}"))
+            }
             _ => pos.push(PathBuf::from(a)),
         }
     }
@@ -318,7 +357,12 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
         return usage("install needs BLOB and PATH");
     };
     let blob = read_input(blob_path)?;
-    table::parse(&blob).map_err(|e| Fail::Run(format!("{}: invalid certificate table: {e}", blob_path.display())))?;
+    table::parse(&blob).map_err(|e| {
+        Fail::Run(format!(
+            "{}: invalid certificate table: {e}",
+            blob_path.display()
+        ))
+    })?;
     if held_by_parent(path) {
         return run_err(format!(
             "{}: held by an enclosing `snp-certs hold` (it has the exclusive lock); use `snp-certs hold --install BLOB PATH -- CMD`",
@@ -326,7 +370,12 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
         ));
     }
     store::install(path, &blob, Some(timeout)).map_err(|e| store_err(path, e))?;
-    print(&format!("installed {} ({} bytes) at {}\n", blob_path.display(), blob.len(), path.display()))
+    print(&format!(
+        "installed {} ({} bytes) at {}\n",
+        blob_path.display(),
+        blob.len(),
+        path.display()
+    ))
 }
 
 fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
@@ -352,7 +401,9 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
                 cmd = args.get(idx..);
                 break;
             }
-            Some(s) if s.starts_with('-') && s.len() > 1 => return usage(format!("hold: unknown option {s}")),
+            Some(s) if s.starts_with('-') && s.len() > 1 => {
+                return usage(format!("hold: unknown option {s}"))
+            }
             _ => {
                 if path.is_some() {
                     return usage("hold takes one PATH before --");
@@ -370,19 +421,27 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     let new_blob = match &install {
         Some(p) => {
             let b = read_input(p)?;
-            table::parse(&b).map_err(|e| Fail::Run(format!("{}: invalid certificate table: {e}", p.display())))?;
+            table::parse(&b).map_err(|e| {
+                Fail::Run(format!("{}: invalid certificate table: {e}", p.display()))
+            })?;
             Some(b)
         }
         None => None,
     };
     if held_by_parent(&path) {
-        return run_err(format!("{}: already held by an enclosing `snp-certs hold`", path.display()));
+        return run_err(format!(
+            "{}: already held by an enclosing `snp-certs hold`",
+            path.display()
+        ));
     }
     let lock = if new_blob.is_some() {
         // The file may not exist yet when --install creates it.
         store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?
     } else {
-        Some(store::open_locked(&path, LockKind::Exclusive, Some(timeout)).map_err(|e| store_err(&path, e))?)
+        Some(
+            store::open_locked(&path, LockKind::Exclusive, Some(timeout))
+                .map_err(|e| store_err(&path, e))?,
+        )
     };
     let status = Command::new(prog)
         .args(prog_args)
@@ -406,9 +465,14 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     };
     if code == 0 {
         if let Some(b) = new_blob {
-            let newf = store::replace_locked(&path, lock.as_ref(), &b).map_err(|e| store_err(&path, e))?;
+            let newf =
+                store::replace_locked(&path, lock.as_ref(), &b).map_err(|e| store_err(&path, e))?;
             drop(newf);
-            let _ = writeln!(std::io::stderr(), "snp-certs: hold: installed new blob at {}", path.display());
+            let _ = writeln!(
+                std::io::stderr(),
+                "snp-certs: hold: installed new blob at {}",
+                path.display()
+            );
         }
     } else if new_blob.is_some() {
         let _ = writeln!(

@@ -24,12 +24,18 @@ impl fmt::Display for CertInputError {
             CertInputError::Empty => write!(f, "file is empty"),
             CertInputError::NoPemBlock => write!(f, "PEM text without a complete BEGIN/END block"),
             CertInputError::MultiplePemBlocks(n) => {
-                write!(f, "{n} PEM blocks in one file; give one certificate per option")
+                write!(
+                    f,
+                    "{n} PEM blocks in one file; give one certificate per option"
+                )
             }
             CertInputError::LabelMismatch => write!(f, "PEM END label does not match BEGIN"),
             CertInputError::BadBase64 => write!(f, "invalid base64 in PEM body"),
             CertInputError::NotDer => {
-                write!(f, "not DER: expected one ASN.1 SEQUENCE spanning the whole input")
+                write!(
+                    f,
+                    "not DER: expected one ASN.1 SEQUENCE spanning the whole input"
+                )
             }
         }
     }
@@ -69,7 +75,10 @@ fn pem_decode(text: &[u8]) -> Result<Vec<u8>, CertInputError> {
             if label.is_some() {
                 return Err(CertInputError::NoPemBlock);
             }
-            label = Some(rest.strip_suffix("-----").ok_or(CertInputError::NoPemBlock)?);
+            label = Some(
+                rest.strip_suffix("-----")
+                    .ok_or(CertInputError::NoPemBlock)?,
+            );
             body.clear();
         } else if let Some(rest) = line.strip_prefix("-----END ") {
             let l = label.take().ok_or(CertInputError::NoPemBlock)?;
@@ -115,7 +124,7 @@ pub fn base64_decode(s: &str) -> Result<Vec<u8>, CertInputError> {
     if b.len() % 4 != 0 || b.is_empty() {
         return Err(CertInputError::BadBase64);
     }
-    let mut out = Vec::with_capacity(b.len() / 4 * 3);
+    let mut out = Vec::with_capacity(b.len());
     let n_chunks = b.len() / 4;
     for (i, ch) in b.chunks_exact(4).enumerate() {
         let last = i.checked_add(1) == Some(n_chunks);
@@ -123,18 +132,23 @@ pub fn base64_decode(s: &str) -> Result<Vec<u8>, CertInputError> {
         if pad > 2 || (pad > 0 && !last) {
             return Err(CertInputError::BadBase64);
         }
+        let data_chars = 4usize.saturating_sub(pad); // pad <= 2 here
         let mut acc: u32 = 0;
         for (j, &c) in ch.iter().enumerate() {
-            let v = if j >= 4 - pad {
+            let v = if j >= data_chars {
                 0
             } else {
                 b64_val(c).ok_or(CertInputError::BadBase64)?
             };
-            acc = (acc << 6) | v;
+            acc = acc.wrapping_shl(6) | v; // 4 x 6 bits: never exceeds 24 bits
         }
         let bytes = acc.to_be_bytes(); // [0, b0, b1, b2]
-        let keep = 3 - pad;
-        out.extend_from_slice(bytes.get(1..1 + keep).ok_or(CertInputError::BadBase64)?);
+        let keep = 3usize.saturating_sub(pad);
+        out.extend_from_slice(
+            bytes
+                .get(1..keep.saturating_add(1))
+                .ok_or(CertInputError::BadBase64)?,
+        );
     }
     Ok(out)
 }
@@ -153,9 +167,14 @@ fn check_der_sequence(der: &[u8]) -> Result<(), CertInputError> {
         if n == 0 || n > 8 {
             return Err(CertInputError::NotDer);
         }
-        let bytes = der.get(2..2 + n).ok_or(CertInputError::NotDer)?;
-        let len = bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
-        (len, 2 + n as u64)
+        let bytes = der
+            .get(2..n.saturating_add(2))
+            .ok_or(CertInputError::NotDer)?;
+        // n <= 8 bytes: the value fits a u64 exactly.
+        let len = bytes
+            .iter()
+            .fold(0u64, |a, &b| a.wrapping_shl(8) | u64::from(b));
+        (len, u64::from(l0 & 0x7f).saturating_add(2))
     };
     if hdr.checked_add(len) != Some(der.len() as u64) {
         return Err(CertInputError::NotDer);
@@ -186,7 +205,10 @@ mod tests {
         let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
         assert_eq!(to_der(pem.as_bytes()).unwrap(), der);
         let two = format!("{pem}{pem}");
-        assert_eq!(to_der(two.as_bytes()), Err(CertInputError::MultiplePemBlocks(2)));
+        assert_eq!(
+            to_der(two.as_bytes()),
+            Err(CertInputError::MultiplePemBlocks(2))
+        );
         let bad = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END X509 CRL-----\n";
         assert_eq!(to_der(bad.as_bytes()), Err(CertInputError::LabelMismatch));
         let open = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n";
@@ -198,6 +220,9 @@ mod tests {
         let mut long = vec![0x30, 0x81, 0x80];
         long.extend_from_slice(&[0u8; 0x80]);
         assert!(to_der(&long).is_ok());
-        assert_eq!(to_der(&[0x30, 0x89, 1, 2, 3, 4, 5, 6, 7, 8, 9]), Err(CertInputError::NotDer));
+        assert_eq!(
+            to_der(&[0x30, 0x89, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            Err(CertInputError::NotDer)
+        );
     }
 }

@@ -111,7 +111,10 @@ impl fmt::Display for StoreError {
             }
             StoreError::Table(e) => write!(f, "invalid certificate table: {e}"),
             StoreError::TooLarge(n) => {
-                write!(f, "certificate file is {n} bytes, over the {MAX_BLOB_FILE}-byte limit")
+                write!(
+                    f,
+                    "certificate file is {n} bytes, over the {MAX_BLOB_FILE}-byte limit"
+                )
             }
             StoreError::AlreadyHeld => write!(f, "lock already held by this handle"),
         }
@@ -127,9 +130,9 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError
 
 fn flock_arg(l_type: libc::c_int) -> libc::flock {
     libc::flock {
-        // F_RDLCK/F_WRLCK/F_UNLCK are 0..=2 and fit a c_short.
-        l_type: l_type as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
+        // F_RDLCK/F_WRLCK/F_UNLCK (0..=2) and SEEK_SET (0) fit a c_short.
+        l_type: libc::c_short::try_from(l_type).unwrap_or(-1),
+        l_whence: libc::c_short::try_from(libc::SEEK_SET).unwrap_or(-1),
         l_start: 0,
         l_len: 0, // whole file, however it grows
         l_pid: 0, // must be 0 for OFD locks
@@ -168,13 +171,20 @@ pub fn lock_wait(fd: BorrowedFd<'_>, kind: LockKind) -> io::Result<()> {
 /// Releases this open file description's lock.
 pub fn unlock(fd: BorrowedFd<'_>) -> io::Result<()> {
     let fl = flock_arg(libc::F_UNLCK);
-    fcntl(fd, FcntlArg::F_OFD_SETLK(&fl)).map(drop).map_err(Into::into)
+    fcntl(fd, FcntlArg::F_OFD_SETLK(&fl))
+        .map(drop)
+        .map_err(Into::into)
 }
 
 /// Waits for the lock on `file` for at most `wait` (forever if `None`). On time-out
 /// the file is handed to a helper thread that keeps waiting and then closes it,
 /// which releases the lock it got: the caller never ends up holding a lock late.
-fn lock_bounded(file: File, kind: LockKind, wait: Option<Duration>, path: &Path) -> Result<File, StoreError> {
+fn lock_bounded(
+    file: File,
+    kind: LockKind,
+    wait: Option<Duration>,
+    path: &Path,
+) -> Result<File, StoreError> {
     if try_lock(file.as_fd(), kind).map_err(io_err("lock", path))? {
         return Ok(file);
     }
@@ -246,7 +256,8 @@ fn read_whole(file: &mut File, path: &Path) -> Result<Vec<u8>, StoreError> {
     if len > MAX_BLOB_FILE {
         return Err(StoreError::TooLarge(len));
     }
-    file.seek(SeekFrom::Start(0)).map_err(io_err("seek", path))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("seek", path))?;
     let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(MAX_BLOB_FILE.saturating_add(1))
         .read_to_end(&mut buf)
@@ -271,7 +282,11 @@ fn names_same_inode(file: &File, path: &Path) -> Result<Option<(u64, u64)>, Stor
 /// Opens `path` and takes `kind` lock on the inode it names, waiting at most
 /// `wait` in total, and re-checks that the path still names that inode (retrying
 /// if it was replaced meanwhile). A missing file is an `Io` error of kind NotFound.
-pub fn open_locked(path: &Path, kind: LockKind, wait: Option<Duration>) -> Result<LockedFile, StoreError> {
+pub fn open_locked(
+    path: &Path,
+    kind: LockKind,
+    wait: Option<Duration>,
+) -> Result<LockedFile, StoreError> {
     let deadline = wait.and_then(|w| Instant::now().checked_add(w));
     for _ in 0..MAX_ATTEMPTS {
         let mut oo = OpenOptions::new();
@@ -287,7 +302,12 @@ pub fn open_locked(path: &Path, kind: LockKind, wait: Option<Duration>) -> Resul
         };
         let file = lock_bounded(file, kind, left, path)?;
         if let Some((dev, ino)) = names_same_inode(&file, path)? {
-            return Ok(LockedFile { file, kind, dev, ino });
+            return Ok(LockedFile {
+                file,
+                kind,
+                dev,
+                ino,
+            });
         }
         // Replaced while we waited: drop (unlock) and try the new inode.
     }
@@ -296,7 +316,10 @@ pub fn open_locked(path: &Path, kind: LockKind, wait: Option<Duration>) -> Resul
 
 /// One-shot reader: open, shared lock (bounded), re-check, read, validate.
 /// The returned lock is held until the `LockedFile` is dropped.
-pub fn read_locked(path: &Path, wait: Option<Duration>) -> Result<(LockedFile, Vec<u8>), StoreError> {
+pub fn read_locked(
+    path: &Path,
+    wait: Option<Duration>,
+) -> Result<(LockedFile, Vec<u8>), StoreError> {
     let mut lf = open_locked(path, LockKind::Shared, wait)?;
     let blob = read_whole(&mut lf.file, path)?;
     table::parse(&blob).map_err(StoreError::Table)?;
@@ -327,7 +350,10 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Takes the exclusive lock for an update of `path`. `Ok(None)` if the file does
 /// not exist yet (the first install then creates it without replacing anything).
-pub fn lock_for_update(path: &Path, wait: Option<Duration>) -> Result<Option<LockedFile>, StoreError> {
+pub fn lock_for_update(
+    path: &Path,
+    wait: Option<Duration>,
+) -> Result<Option<LockedFile>, StoreError> {
     match open_locked(path, LockKind::Exclusive, wait) {
         Ok(l) => Ok(Some(l)),
         Err(StoreError::Io { err, .. }) if err.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -340,7 +366,11 @@ pub fn lock_for_update(path: &Path, wait: Option<Duration>) -> Result<Option<Loc
 /// (from [`lock_for_update`]) or `None` if the path does not exist. Returns the
 /// new file, exclusively locked: keep it to extend the critical section (as
 /// `hold --install` does), drop it to let readers in.
-pub fn replace_locked(path: &Path, old: Option<&LockedFile>, blob: &[u8]) -> Result<LockedFile, StoreError> {
+pub fn replace_locked(
+    path: &Path,
+    old: Option<&LockedFile>,
+    blob: &[u8],
+) -> Result<LockedFile, StoreError> {
     table::parse(blob).map_err(StoreError::Table)?;
     if let Some(o) = old {
         if o.kind != LockKind::Exclusive || names_same_inode(&o.file, path)?.is_none() {
@@ -384,8 +414,14 @@ pub fn replace_locked(path: &Path, old: Option<&LockedFile>, blob: &[u8]) -> Res
             // First install: never clobber a file someone else created meanwhile.
             nix::fcntl::RenameFlags::RENAME_NOREPLACE
         };
-        nix::fcntl::renameat2(dirf.as_fd(), tmp_name.as_slice(), dirf.as_fd(), name.as_bytes(), flags)
-            .map_err(|e| io_err("rename over", path)(e.into()))?;
+        nix::fcntl::renameat2(
+            dirf.as_fd(),
+            tmp_name.as_slice(),
+            dirf.as_fd(),
+            name.as_bytes(),
+            flags,
+        )
+        .map_err(|e| io_err("rename over", path)(e.into()))?;
         Ok(())
     })();
     if let Err(e) = res {
@@ -411,7 +447,11 @@ pub fn install(path: &Path, blob: &[u8], wait: Option<Duration>) -> Result<(), S
         match replace_locked(path, old.as_ref(), blob) {
             Ok(_new) => return Ok(()), // both locks dropped here, after the rename
             // The first install lost a race with another creator: lock theirs.
-            Err(StoreError::Io { err, .. }) if old.is_none() && err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(StoreError::Io { err, .. })
+                if old.is_none() && err.kind() == io::ErrorKind::AlreadyExists =>
+            {
+                continue
+            }
             Err(e) => return Err(e),
         }
     }
@@ -452,6 +492,31 @@ pub struct BlobServer {
     held: bool,
     wait: Duration,
     reloads: u64,
+    evbuf: Vec<u8>,
+}
+
+/// Size of `struct inotify_event` without its name.
+const INOTIFY_EVENT_HDR: usize = 16;
+
+/// Walks a buffer of `struct inotify_event` records. `Some(true)` if any record
+/// names `name`, has no name (the directory itself), or reports a queue
+/// overflow; `Some(false)` if all records are about other files; `None` if the
+/// buffer is malformed.
+fn events_name(mut buf: &[u8], name: &[u8]) -> Option<bool> {
+    let mut hit = false;
+    while !buf.is_empty() {
+        let mask = u32::from_ne_bytes(buf.get(4..8)?.try_into().ok()?);
+        let len = usize::try_from(u32::from_ne_bytes(buf.get(12..16)?.try_into().ok()?)).ok()?;
+        let end = INOTIFY_EVENT_HDR.checked_add(len)?;
+        let raw_name = buf.get(INOTIFY_EVENT_HDR..end)?;
+        // The name is NUL-padded.
+        let ev_name = raw_name.split(|&c| c == 0).next().unwrap_or(&[]);
+        if ev_name.is_empty() || ev_name == name || mask & libc::IN_Q_OVERFLOW != 0 {
+            hit = true;
+        }
+        buf = buf.get(end..)?;
+    }
+    Some(hit)
 }
 
 impl BlobServer {
@@ -481,6 +546,7 @@ impl BlobServer {
             held: false,
             wait: DEFAULT_SERVE_WAIT,
             reloads: 0,
+            evbuf: vec![0; 4096],
         })
     }
 
@@ -504,22 +570,23 @@ impl BlobServer {
     }
 
     /// True if an event about our file is queued (errors count as "changed").
+    /// Reads the raw `struct inotify_event` records into a buffer kept across
+    /// calls (no per-request allocation or zeroing) and parses them with bounds
+    /// checks.
     fn changed(&mut self) -> bool {
         let mut relevant = false;
         loop {
-            match self.inotify.read_events() {
-                Ok(evs) => {
-                    for ev in evs {
-                        let about_us = match &ev.name {
-                            Some(n) => *n == self.name,
-                            None => true, // directory itself, overflow, ignored
-                        };
-                        relevant |= about_us || ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
-                    }
-                }
+            let n = match nix::unistd::read(self.inotify.as_fd(), &mut self.evbuf) {
+                Ok(n) => n,
                 Err(Errno::EAGAIN) => return relevant,
                 Err(Errno::EINTR) => continue,
                 Err(_) => return true,
+            };
+            let Some(buf) = self.evbuf.get(..n) else {
+                return true;
+            };
+            if n == 0 || events_name(buf, self.name.as_bytes()) != Some(false) {
+                relevant = true;
             }
         }
     }
@@ -560,7 +627,10 @@ impl BlobServer {
         table::parse(&blob).map_err(StoreError::Table)?;
         self.reloads = self.reloads.saturating_add(1);
         self.held = true;
-        let cur = self.cur.insert(Current { file: lf.file, blob });
+        let cur = self.cur.insert(Current {
+            file: lf.file,
+            blob,
+        });
         Ok(cur.blob.as_slice())
     }
 
@@ -571,7 +641,11 @@ impl BlobServer {
             return;
         }
         self.held = false;
-        let ok = self.cur.as_ref().map(|c| unlock(c.file.as_fd()).is_ok()).unwrap_or(false);
+        let ok = self
+            .cur
+            .as_ref()
+            .map(|c| unlock(c.file.as_fd()).is_ok())
+            .unwrap_or(false);
         if !ok {
             self.cur = None;
         }
@@ -584,7 +658,10 @@ mod tests {
     use crate::table::{Builder, CertKind};
 
     fn blob(fill: u8, n: usize) -> Vec<u8> {
-        Builder::new().add_kind(CertKind::Vcek, vec![fill; n]).build().unwrap()
+        Builder::new()
+            .add_kind(CertKind::Vcek, vec![fill; n])
+            .build()
+            .unwrap()
     }
 
     fn tmpdir(tag: &str) -> PathBuf {
@@ -592,6 +669,37 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn inotify_record_parsing() {
+        let rec = |mask: u32, name: &[u8]| {
+            let padded = (name.len() + 1).div_ceil(16) * 16;
+            let padded = if name.is_empty() { 0 } else { padded };
+            let mut v = Vec::new();
+            v.extend_from_slice(&1i32.to_ne_bytes());
+            v.extend_from_slice(&mask.to_ne_bytes());
+            v.extend_from_slice(&0u32.to_ne_bytes());
+            v.extend_from_slice(&(padded as u32).to_ne_bytes());
+            let mut n = name.to_vec();
+            n.resize(padded, 0);
+            v.extend(n);
+            v
+        };
+        assert_eq!(events_name(&rec(2, b"other"), b"certs"), Some(false));
+        assert_eq!(events_name(&rec(2, b"certs"), b"certs"), Some(true));
+        assert_eq!(events_name(&rec(2, b"certs.bak"), b"certs"), Some(false));
+        let mut two = rec(2, b"other");
+        two.extend(rec(0x80, b"certs"));
+        assert_eq!(events_name(&two, b"certs"), Some(true));
+        assert_eq!(events_name(&rec(0x400, b""), b"certs"), Some(true));
+        assert_eq!(
+            events_name(&rec(libc::IN_Q_OVERFLOW, b""), b"certs"),
+            Some(true)
+        );
+        let bad = rec(2, b"other");
+        assert_eq!(events_name(&bad[..bad.len() - 1], b"certs"), None);
+        assert_eq!(events_name(&bad[..10], b"certs"), None);
     }
 
     #[test]
@@ -605,9 +713,15 @@ mod tests {
         install(&p, &blob(2, 200), None).unwrap();
         assert_eq!(read_locked(&p, None).unwrap().1, blob(2, 200));
         // no temporaries left behind
-        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
-        assert!(matches!(install(&p, &[1, 2, 3], None), Err(StoreError::Table(_))));
+        assert!(matches!(
+            install(&p, &[1, 2, 3], None),
+            Err(StoreError::Table(_))
+        ));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -622,14 +736,20 @@ mod tests {
             open_locked(&p, LockKind::Exclusive, Some(Duration::from_millis(50))),
             Err(StoreError::Busy)
         ));
-        assert!(matches!(install(&p, &blob(2, 10), Some(Duration::from_millis(50))), Err(StoreError::Busy)));
+        assert!(matches!(
+            install(&p, &blob(2, 10), Some(Duration::from_millis(50))),
+            Err(StoreError::Busy)
+        ));
         let r2 = open_locked(&p, LockKind::Shared, Some(Duration::ZERO)).unwrap();
         drop(r);
         drop(r2);
         // The helper threads of the two timed-out attempts above may still get
         // the lock for a moment (and drop it at once): allow a short wait.
         let w = open_locked(&p, LockKind::Exclusive, Some(Duration::from_secs(5))).unwrap();
-        assert!(matches!(read_locked(&p, Some(Duration::from_millis(30))), Err(StoreError::Busy)));
+        assert!(matches!(
+            read_locked(&p, Some(Duration::from_millis(30))),
+            Err(StoreError::Busy)
+        ));
         drop(w);
         read_locked(&p, Some(Duration::from_secs(5))).unwrap();
         std::fs::remove_dir_all(&d).unwrap();
@@ -644,7 +764,10 @@ mod tests {
         let new = replace_locked(&p, Some(&old), &blob(2, 10)).unwrap();
         drop(old);
         // The path names the new inode, which is still exclusively locked.
-        assert!(matches!(read_locked(&p, Some(Duration::from_millis(30))), Err(StoreError::Busy)));
+        assert!(matches!(
+            read_locked(&p, Some(Duration::from_millis(30))),
+            Err(StoreError::Busy)
+        ));
         drop(new);
         assert_eq!(read_locked(&p, None).unwrap().1, blob(2, 10));
         std::fs::remove_dir_all(&d).unwrap();
@@ -657,7 +780,8 @@ mod tests {
         install(&p, &blob(1, 10), None).unwrap();
         let old = lock_for_update(&p, None).unwrap().unwrap();
         let p2 = p.clone();
-        let h = std::thread::spawn(move || read_locked(&p2, Some(Duration::from_secs(5))).map(|x| x.1));
+        let h =
+            std::thread::spawn(move || read_locked(&p2, Some(Duration::from_secs(5))).map(|x| x.1));
         std::thread::sleep(Duration::from_millis(50));
         let new = replace_locked(&p, Some(&old), &blob(3, 10)).unwrap();
         drop(old);

@@ -121,8 +121,14 @@ impl fmt::Debug for Guid {
     }
 }
 
+// Compile-time parser for the GUID constants below: only ever evaluated in const
+// items on fixed literals, where a panic or out-of-range index is a build error.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::panic
+)]
 const fn g(s: &[u8; 36]) -> Guid {
-    // Compile-time parser for the constants below (inputs are fixed literals).
     const fn hv(c: u8) -> u8 {
         match c {
             b'0'..=b'9' => c - b'0',
@@ -214,15 +220,27 @@ pub enum TableError {
     /// An entry has a zero GUID but is not the terminator (offset/length set).
     ZeroGuid { index: usize },
     /// An entry's data starts inside the table header (entries plus terminator).
-    OffsetInHeader { index: usize, offset: u32, header_len: usize },
+    OffsetInHeader {
+        index: usize,
+        offset: u32,
+        header_len: usize,
+    },
     /// offset + length does not fit in u32.
-    LengthOverflow { index: usize, offset: u32, length: u32 },
+    LengthOverflow {
+        index: usize,
+        offset: u32,
+        length: u32,
+    },
     /// offset + length is past the end of the blob.
     PastEnd { index: usize, end: u64, len: usize },
     /// Two entries' data ranges overlap.
     Overlap { first: usize, second: usize },
     /// The same GUID appears twice.
-    Duplicate { first: usize, second: usize, guid: Guid },
+    Duplicate {
+        first: usize,
+        second: usize,
+        guid: Guid,
+    },
     /// An entry has length zero (a certificate cannot be empty).
     EmptyEntry { index: usize },
     /// The blob is larger than u32 offsets can describe.
@@ -343,7 +361,9 @@ pub fn parse(blob: &[u8]) -> Result<Table<'_>, TableError> {
     let mut entries = Vec::new();
     let mut at = 0usize;
     loop {
-        let end = at.checked_add(ENTRY_SIZE).ok_or(TableError::MissingTerminator)?;
+        let end = at
+            .checked_add(ENTRY_SIZE)
+            .ok_or(TableError::MissingTerminator)?;
         let raw = match blob.get(at..end) {
             Some(r) => r,
             None => {
@@ -352,7 +372,10 @@ pub fn parse(blob: &[u8]) -> Result<Table<'_>, TableError> {
                 if at == blob.len() && at != 0 {
                     return Err(TableError::MissingTerminator);
                 }
-                return Err(TableError::TruncatedHeader { at, len: blob.len() });
+                return Err(TableError::TruncatedHeader {
+                    at,
+                    len: blob.len(),
+                });
             }
         };
         let mut gb = [0u8; 16];
@@ -383,7 +406,8 @@ pub fn parse(blob: &[u8]) -> Result<Table<'_>, TableError> {
         if e.length == 0 {
             return Err(TableError::EmptyEntry { index });
         }
-        let off = usize::try_from(e.offset).map_err(|_| TableError::TooLarge { len: blob.len() })?;
+        let off =
+            usize::try_from(e.offset).map_err(|_| TableError::TooLarge { len: blob.len() })?;
         if off < hlen {
             return Err(TableError::OffsetInHeader {
                 index,
@@ -391,11 +415,14 @@ pub fn parse(blob: &[u8]) -> Result<Table<'_>, TableError> {
                 header_len: hlen,
             });
         }
-        let end = e.offset.checked_add(e.length).ok_or(TableError::LengthOverflow {
-            index,
-            offset: e.offset,
-            length: e.length,
-        })?;
+        let end = e
+            .offset
+            .checked_add(e.length)
+            .ok_or(TableError::LengthOverflow {
+                index,
+                offset: e.offset,
+                length: e.length,
+            })?;
         let end_us = usize::try_from(end).map_err(|_| TableError::TooLarge { len: blob.len() })?;
         if end_us > blob.len() {
             return Err(TableError::PastEnd {
@@ -570,8 +597,14 @@ mod tests {
                 0xd0, 0xae
             ]
         );
-        assert_eq!(GUID_VCEK.to_string(), "63da758d-e664-4564-adc5-f4b93be8accd");
-        assert_eq!(Guid::parse("92F81BC3-5811-4d3d-97ff-d19f88dc67ea"), Some(GUID_CRL));
+        assert_eq!(
+            GUID_VCEK.to_string(),
+            "63da758d-e664-4564-adc5-f4b93be8accd"
+        );
+        assert_eq!(
+            Guid::parse("92F81BC3-5811-4d3d-97ff-d19f88dc67ea"),
+            Some(GUID_CRL)
+        );
         assert_eq!(Guid::parse("92f81bc3-5811-4d3d-97ff-d19f88dc67e"), None);
         assert_eq!(Guid::parse("92f81bc3x5811-4d3d-97ff-d19f88dc67ea"), None);
         let mixed = GUID_ARK.to_mixed_endian();
@@ -607,7 +640,10 @@ mod tests {
     #[test]
     fn builder_refusals() {
         let big = Builder::new().add_kind(CertKind::Ark, vec![0; LINUX_GUEST_MAX]);
-        assert!(matches!(big.build(), Err(BuildError::TooLargeForGuest { .. })));
+        assert!(matches!(
+            big.build(),
+            Err(BuildError::TooLargeForGuest { .. })
+        ));
         assert_eq!(
             big.allow_oversize(true).build().unwrap().len(),
             48 + LINUX_GUEST_MAX
@@ -621,7 +657,10 @@ mod tests {
                 .build(),
             Err(BuildError::Duplicate(GUID_ARK))
         );
-        assert_eq!(Builder::new().add(Guid::ZERO, vec![1]).build(), Err(BuildError::ZeroGuid));
+        assert_eq!(
+            Builder::new().add(Guid::ZERO, vec![1]).build(),
+            Err(BuildError::ZeroGuid)
+        );
         assert_eq!(
             Builder::new().add_kind(CertKind::Crl, vec![]).build(),
             Err(BuildError::Empty(GUID_CRL))
@@ -641,7 +680,10 @@ mod tests {
 
     #[test]
     fn truncated_and_missing_terminator() {
-        assert_eq!(parse(&[]), Err(TableError::TruncatedHeader { at: 0, len: 0 }));
+        assert_eq!(
+            parse(&[]),
+            Err(TableError::TruncatedHeader { at: 0, len: 0 })
+        );
         assert_eq!(
             parse(&[0u8; 23]),
             Err(TableError::TruncatedHeader { at: 0, len: 23 })
@@ -661,12 +703,22 @@ mod tests {
         let mut b = entry(GUID_ARK, 47, 1);
         b.extend_from_slice(&[0u8; 24]);
         b.extend_from_slice(&[9u8; 4]);
-        assert!(matches!(parse(&b), Err(TableError::OffsetInHeader { index: 0, .. })));
+        assert!(matches!(
+            parse(&b),
+            Err(TableError::OffsetInHeader { index: 0, .. })
+        ));
         // past the end
         let mut b = entry(GUID_ARK, 48, 5);
         b.extend_from_slice(&[0u8; 24]);
         b.extend_from_slice(&[9u8; 4]);
-        assert!(matches!(parse(&b), Err(TableError::PastEnd { index: 0, end: 53, .. })));
+        assert!(matches!(
+            parse(&b),
+            Err(TableError::PastEnd {
+                index: 0,
+                end: 53,
+                ..
+            })
+        ));
         // u32 overflow
         let mut b = entry(GUID_ARK, 48, u32::MAX);
         b.extend_from_slice(&[0u8; 24]);
@@ -683,12 +735,25 @@ mod tests {
         b.extend(entry(GUID_ASK, 74, 4));
         b.extend_from_slice(&[0u8; 24]);
         b.extend_from_slice(&[1u8; 8]);
-        assert_eq!(parse(&b), Err(TableError::Overlap { first: 0, second: 1 }));
+        assert_eq!(
+            parse(&b),
+            Err(TableError::Overlap {
+                first: 0,
+                second: 1
+            })
+        );
         let mut b = entry(GUID_ARK, 72, 4);
         b.extend(entry(GUID_ARK, 76, 4));
         b.extend_from_slice(&[0u8; 24]);
         b.extend_from_slice(&[1u8; 8]);
-        assert!(matches!(parse(&b), Err(TableError::Duplicate { first: 0, second: 1, .. })));
+        assert!(matches!(
+            parse(&b),
+            Err(TableError::Duplicate {
+                first: 0,
+                second: 1,
+                ..
+            })
+        ));
         // adjacent is fine
         let mut b = entry(GUID_ARK, 72, 4);
         b.extend(entry(GUID_ASK, 76, 4));

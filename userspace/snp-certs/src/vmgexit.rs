@@ -38,10 +38,16 @@ pub const RET_OK: u32 = 0;
 pub const RET_INVALID_LEN: u32 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_ERROR_INVALID_LEN;
 pub const RET_BUSY: u32 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_ERROR_BUSY;
 pub const RET_GENERIC: u32 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_ERROR_GENERIC;
-/// `flags` bit asking KVM for the second (DONE) exit. The constant is 1: fits u8.
-pub const FLAG_NOTIFY_DONE: u8 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_FLAGS_NOTIFY_DONE as u8;
-pub const STATUS_PENDING: u8 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_STATUS_PENDING as u8;
-pub const STATUS_DONE: u8 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_STATUS_DONE as u8;
+/// Narrows a uapi `#define` (bindgen makes them u32) for a `__u8` field; a value
+/// that does not fit is a compile-time error.
+const fn u8_const(v: u32) -> u8 {
+    assert!(v <= 0xff, "uapi constant does not fit the u8 field");
+    v.to_le_bytes()[0]
+}
+/// `flags` bit asking KVM for the second (DONE) exit.
+pub const FLAG_NOTIFY_DONE: u8 = u8_const(kvm::KVM_USER_VMGEXIT_REQ_CERTS_FLAGS_NOTIFY_DONE);
+pub const STATUS_PENDING: u8 = u8_const(kvm::KVM_USER_VMGEXIT_REQ_CERTS_STATUS_PENDING);
+pub const STATUS_DONE: u8 = u8_const(kvm::KVM_USER_VMGEXIT_REQ_CERTS_STATUS_DONE);
 
 /// Guest memory as the handler needs it.
 pub trait GuestMemory {
@@ -59,7 +65,11 @@ pub struct GuestMemoryError {
 
 impl fmt::Display for GuestMemoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "guest range {:#x}+{:#x} is not backed memory", self.gpa, self.len)
+        write!(
+            f,
+            "guest range {:#x}+{:#x} is not backed memory",
+            self.gpa, self.len
+        )
     }
 }
 
@@ -89,7 +99,10 @@ impl FlatMemory {
 
 impl GuestMemory for FlatMemory {
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemoryError> {
-        let err = GuestMemoryError { gpa, len: data.len() };
+        let err = GuestMemoryError {
+            gpa,
+            len: data.len(),
+        };
         let start = gpa
             .checked_sub(self.base)
             .and_then(|o| usize::try_from(o).ok())
@@ -166,7 +179,9 @@ impl fmt::Display for ExitError {
             ExitError::NotVmgexit(r) => write!(f, "exit reason {r} is not KVM_EXIT_VMGEXIT"),
             ExitError::UnknownType(t) => write!(f, "unknown KVM_EXIT_VMGEXIT type {t}"),
             ExitError::BadStatus(s) => write!(f, "invalid REQ_CERTS status {s}"),
-            ExitError::DoneWithoutLock => write!(f, "REQ_CERTS DONE exit without a pending request"),
+            ExitError::DoneWithoutLock => {
+                write!(f, "REQ_CERTS DONE exit without a pending request")
+            }
         }
     }
 }
@@ -225,7 +240,11 @@ impl<S: CertSource> ReqCertsHandler<S> {
     }
 
     /// Handles one exit. See the module documentation.
-    pub fn handle(&mut self, run: &mut kvm::kvm_run, mem: &mut dyn GuestMemory) -> Result<Outcome, ExitError> {
+    pub fn handle(
+        &mut self,
+        run: &mut kvm::kvm_run,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Outcome, ExitError> {
         if run.exit_reason != kvm::KVM_EXIT_VMGEXIT {
             return Err(ExitError::NotVmgexit(run.exit_reason));
         }
@@ -266,7 +285,9 @@ impl<S: CertSource> ReqCertsHandler<S> {
         let given = rc.data_npages;
         if gpa % PAGE_SIZE != 0 {
             rc.ret = RET_GENERIC;
-            return Ok(Outcome::Failed(format!("data_gpa {gpa:#x} is not page aligned")));
+            return Ok(Outcome::Failed(format!(
+                "data_gpa {gpa:#x} is not page aligned"
+            )));
         }
         let blob = match self.source.acquire() {
             Ok(b) => b,
@@ -287,11 +308,16 @@ impl<S: CertSource> ReqCertsHandler<S> {
             rc.ret = RET_INVALID_LEN;
             return Ok(Outcome::TooSmall { needed, given });
         }
-        let fits = u64::try_from(len).ok().and_then(|l| gpa.checked_add(l)).is_some();
+        let fits = u64::try_from(len)
+            .ok()
+            .and_then(|l| gpa.checked_add(l))
+            .is_some();
         if !fits {
             self.source.release();
             rc.ret = RET_GENERIC;
-            return Ok(Outcome::Failed(format!("data_gpa {gpa:#x} + {len} bytes overflows")));
+            return Ok(Outcome::Failed(format!(
+                "data_gpa {gpa:#x} + {len} bytes overflows"
+            )));
         }
         if let Err(e) = mem.write(gpa, blob) {
             self.source.release();

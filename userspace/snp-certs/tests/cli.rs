@@ -36,7 +36,9 @@ fn pem(d: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b = String::new();
     for c in d.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 b.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -45,8 +47,15 @@ fn pem(d: &[u8]) -> String {
             }
         }
     }
-    let lines: Vec<String> = b.as_bytes().chunks(64).map(|l| String::from_utf8(l.to_vec()).unwrap()).collect();
-    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+    let lines: Vec<String> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|l| String::from_utf8(l.to_vec()).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }
 
 #[test]
@@ -62,7 +71,10 @@ fn help_on_every_command() {
     ] {
         let o = run(&args);
         assert!(o.status.success(), "{args:?}");
-        assert!(String::from_utf8_lossy(&o.stdout).contains("snp-certs"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("snp-certs"),
+            "{args:?}"
+        );
         assert!(o.stderr.is_empty());
     }
 }
@@ -76,7 +88,9 @@ fn usage_errors_exit_2_on_stderr() {
         vec!["inspect", "a", "b"],
         vec!["build", "--ark"],
         vec!["build", "--ark", "a", "--ask", "b", "-o", "c"],
-        vec!["build", "--ark", "a", "--ask", "b", "--vcek", "c", "--vlek", "d", "-o", "e"],
+        vec![
+            "build", "--ark", "a", "--ask", "b", "--vcek", "c", "--vlek", "d", "-o", "e",
+        ],
         vec!["install", "onlyone"],
         vec!["install", "--timeout", "-1", "a", "b"],
         vec!["install", "--timeout", "nan", "a", "b"],
@@ -96,13 +110,30 @@ fn usage_errors_exit_2_on_stderr() {
 #[test]
 fn build_inspect_install_hold() {
     let d = dir("flow");
-    let (ark, ask, vcek, crl) = (d.join("ark.pem"), d.join("ask.der"), d.join("vcek.pem"), d.join("crl.der"));
+    let (ark, ask, vcek, crl) = (
+        d.join("ark.pem"),
+        d.join("ask.der"),
+        d.join("vcek.pem"),
+        d.join("crl.der"),
+    );
     std::fs::write(&ark, pem(&der(1, 500))).unwrap();
     std::fs::write(&ask, der(2, 600)).unwrap();
     std::fs::write(&vcek, pem(&der(3, 700))).unwrap();
     std::fs::write(&crl, der(4, 100)).unwrap();
     let blob = d.join("blob.bin");
-    let o = run(&["build", "--ark", s(&ark), "--ask", s(&ask), "--vcek", s(&vcek), "--crl", s(&crl), "-o", s(&blob)]);
+    let o = run(&[
+        "build",
+        "--ark",
+        s(&ark),
+        "--ask",
+        s(&ask),
+        "--vcek",
+        s(&vcek),
+        "--crl",
+        s(&crl),
+        "-o",
+        s(&blob),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let b = std::fs::read(&blob).unwrap();
     let t = table::parse(&b).unwrap();
@@ -114,7 +145,14 @@ fn build_inspect_install_hold() {
     let o = run(&["inspect", s(&blob)]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for k in ["ARK", "ASK", "VCEK", "CRL", "c0b406a4-a803-4952-9743-3fb6014cd0ae", "4 entries"] {
+    for k in [
+        "ARK",
+        "ASK",
+        "VCEK",
+        "CRL",
+        "c0b406a4-a803-4952-9743-3fb6014cd0ae",
+        "4 entries",
+    ] {
         assert!(out.contains(k), "{out}");
     }
 
@@ -122,34 +160,82 @@ fn build_inspect_install_hold() {
     let certs = d.join("certs");
     assert!(run(&["install", s(&blob), s(&certs)]).status.success());
     assert_eq!(std::fs::read(&certs).unwrap(), b);
-    assert_eq!(run(&["hold", s(&certs), "--", "sh", "-c", "exit 7"]).status.code(), Some(7));
-    assert_eq!(run(&["hold", s(&certs), "--", "true"]).status.code(), Some(0));
-    assert_eq!(run(&["hold", s(&certs), "--", "sh", "-c", "kill -9 $$"]).status.code(), Some(137));
-    assert_eq!(run(&["hold", s(&certs), "--", "/nonexistent/cmd"]).status.code(), Some(127));
+    assert_eq!(
+        run(&["hold", s(&certs), "--", "sh", "-c", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
+    assert_eq!(
+        run(&["hold", s(&certs), "--", "true"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&["hold", s(&certs), "--", "sh", "-c", "kill -9 $$"])
+            .status
+            .code(),
+        Some(137)
+    );
+    assert_eq!(
+        run(&["hold", s(&certs), "--", "/nonexistent/cmd"])
+            .status
+            .code(),
+        Some(127)
+    );
     // a nested install would deadlock on the held lock: refused with a hint
-    let o = run(&["hold", s(&certs), "--", env!("CARGO_BIN_EXE_snp-certs"), "install", s(&blob), s(&certs)]);
+    let o = run(&[
+        "hold",
+        s(&certs),
+        "--",
+        env!("CARGO_BIN_EXE_snp-certs"),
+        "install",
+        s(&blob),
+        s(&certs),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("hold --install"));
     // while held, an install from outside times out
     let o = bin()
-        .args(["hold", s(&certs), "--", env!("CARGO_BIN_EXE_snp-certs"), "inspect", s(&certs)])
+        .args([
+            "hold",
+            s(&certs),
+            "--",
+            env!("CARGO_BIN_EXE_snp-certs"),
+            "inspect",
+            s(&certs),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success());
-    let small = Builder::new().add_kind(CertKind::Vlek, der(9, 50)).build().unwrap();
+    let small = Builder::new()
+        .add_kind(CertKind::Vlek, der(9, 50))
+        .build()
+        .unwrap();
     let small_p = d.join("small.bin");
     std::fs::write(&small_p, &small).unwrap();
-    let mut holder = bin().args(["hold", s(&certs), "--", "sleep", "2"]).spawn().unwrap();
+    let mut holder = bin()
+        .args(["hold", s(&certs), "--", "sleep", "2"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let o = run(&["install", "--timeout", "0.2", s(&small_p), s(&certs)]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("lock busy"));
     assert!(holder.wait().unwrap().success());
     // hold --install replaces the blob after CMD succeeds ...
-    assert!(run(&["hold", "--install", s(&small_p), s(&certs), "--", "true"]).status.success());
+    assert!(
+        run(&["hold", "--install", s(&small_p), s(&certs), "--", "true"])
+            .status
+            .success()
+    );
     assert_eq!(std::fs::read(&certs).unwrap(), small);
     // ... and not when it fails
-    assert_eq!(run(&["hold", "--install", s(&blob), s(&certs), "--", "false"]).status.code(), Some(1));
+    assert_eq!(
+        run(&["hold", "--install", s(&blob), s(&certs), "--", "false"])
+            .status
+            .code(),
+        Some(1)
+    );
     assert_eq!(std::fs::read(&certs).unwrap(), small);
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -176,7 +262,12 @@ fn hostile_inputs_fail_cleanly() {
         ("short", vec![0u8; 23]),
         ("noterm", vec![7u8; 24]),
         ("overflow", overflow),
-        ("random", (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+        (
+            "random",
+            (0..5000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
     ] {
         let p = w(name, &data);
         let o = run(&["inspect", s(&p)]);
@@ -189,21 +280,51 @@ fn hostile_inputs_fail_cleanly() {
         assert_eq!(run(&["install", s(&p), s(&target)]).status.code(), Some(1));
         assert!(!target.exists());
     }
-    assert_eq!(run(&["inspect", s(&d.join("missing"))]).status.code(), Some(1));
+    assert_eq!(
+        run(&["inspect", s(&d.join("missing"))]).status.code(),
+        Some(1)
+    );
     // build: bad PEM, chain file with two certs, oversize
-    let bad = w("bad.pem", b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+    let bad = w(
+        "bad.pem",
+        b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
     let good = w("good.der", &der(1, 100));
-    let chain = w("chain.pem", format!("{}{}", pem(&der(1, 10)), pem(&der(2, 10))).as_bytes());
+    let chain = w(
+        "chain.pem",
+        format!("{}{}", pem(&der(1, 10)), pem(&der(2, 10))).as_bytes(),
+    );
     let big = w("big.der", &der(5, 17000));
     let out = d.join("out");
     for (ark, why) in [(&bad, "base64"), (&chain, "2 PEM blocks"), (&big, "16384")] {
-        let o = run(&["build", "--ark", s(ark), "--ask", s(&good), "--vlek", s(&good), "-o", s(&out)]);
+        let o = run(&[
+            "build",
+            "--ark",
+            s(ark),
+            "--ask",
+            s(&good),
+            "--vlek",
+            s(&good),
+            "-o",
+            s(&out),
+        ]);
         let e = String::from_utf8_lossy(&o.stderr);
         // good.der twice is fine as data, but big/bad/chain must fail
         assert_eq!(o.status.code(), Some(1), "{why}: {e}");
         assert!(e.contains(why), "{why}: {e}");
     }
-    let o = run(&["build", "--ark", s(&big), "--ask", s(&good), "--vlek", s(&good), "--allow-oversize", "-o", s(&out)]);
+    let o = run(&[
+        "build",
+        "--ark",
+        s(&big),
+        "--ask",
+        s(&good),
+        "--vlek",
+        s(&good),
+        "--allow-oversize",
+        "-o",
+        s(&out),
+    ]);
     assert!(o.status.success());
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -57,7 +57,11 @@ fn gen_blob(gen: u32) -> Vec<u8> {
         400 + (gen as usize * 197) % 9000,
     ];
     let mut b = Builder::new();
-    for (i, (k, n)) in [CertKind::Ark, CertKind::Ask, CertKind::Vcek].into_iter().zip(sizes).enumerate() {
+    for (i, (k, n)) in [CertKind::Ark, CertKind::Ask, CertKind::Vcek]
+        .into_iter()
+        .zip(sizes)
+        .enumerate()
+    {
         let mut d = Vec::with_capacity(n);
         while d.len() < n {
             d.extend_from_slice(&gen.to_le_bytes());
@@ -77,7 +81,10 @@ fn check_blob(blob: &[u8]) -> Result<u32, String> {
     let gen = u32::from_le_bytes(d[..4].try_into().unwrap());
     let want = gen_blob(gen);
     if blob != want.as_slice() {
-        return Err(format!("blob of {} bytes is not exactly generation {gen}", blob.len()));
+        return Err(format!(
+            "blob of {} bytes is not exactly generation {gen}",
+            blob.len()
+        ));
     }
     Ok(gen)
 }
@@ -100,7 +107,9 @@ fn stress_reader_child() {
     let path = dir.join("certs.bin");
     let cached = std::env::var("SNP_CERTS_STRESS_MODE").as_deref() == Ok("cached");
     let mut rng = Rng::new(seed());
-    let mut server = BlobServer::new(&path).unwrap().with_wait(Duration::from_secs(10));
+    let mut server = BlobServer::new(&path)
+        .unwrap()
+        .with_wait(Duration::from_secs(10));
     let mut guest = vec![0u8; 16384];
     let (mut reads, mut last, mut busy) = (0u64, 0u32, 0u64);
     while !dir.join("stop").exists() {
@@ -139,12 +148,18 @@ fn stress_reader_child() {
         };
         let gen = gen.unwrap_or_else(|e| panic!("reader got a torn or mixed blob: {e}"));
         assert!(gen >= last, "generation went back from {last} to {gen}");
-        assert!(gen >= completed, "completed update {completed} lost: served generation {gen}");
+        assert!(
+            gen >= completed,
+            "completed update {completed} lost: served generation {gen}"
+        );
         last = gen;
         reads += 1;
     }
-    println!("STRESS reader mode={} reads={reads} reloads={} busy={busy} last_gen={last}",
-        if cached { "cached" } else { "oneshot" }, server.reloads());
+    println!(
+        "STRESS reader mode={} reads={reads} reloads={} busy={busy} last_gen={last}",
+        if cached { "cached" } else { "oneshot" },
+        server.reloads()
+    );
 }
 
 #[test]
@@ -153,7 +168,10 @@ fn store_survives_sigkilled_updaters() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("blobs")).unwrap();
     let path = dir.join("certs.bin");
-    let iterations: u32 = std::env::var("SNP_CERTS_STRESS_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let iterations: u32 = std::env::var("SNP_CERTS_STRESS_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     for g in 0..=iterations {
         std::fs::write(dir.join("blobs").join(g.to_string()), gen_blob(g)).unwrap();
     }
@@ -165,7 +183,13 @@ fn store_survives_sigkilled_updaters() {
     for mode in ["cached", "cached", "oneshot"] {
         readers.push(
             Command::new(&me)
-                .args(["stress_reader_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "stress_reader_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, &dir)
                 .env("SNP_CERTS_STRESS_MODE", mode)
                 .stdout(Stdio::piped())
@@ -208,14 +232,25 @@ fn store_survives_sigkilled_updaters() {
             std::fs::write(&tmp, g.to_string()).unwrap();
             std::fs::rename(&tmp, dir.join("completed")).unwrap();
             let (_l, now) = store::read_locked(&path, Some(Duration::from_secs(10))).unwrap();
-            assert_eq!(check_blob(&now), Ok(g), "completed install {g} not in the file");
+            assert_eq!(
+                check_blob(&now),
+                Ok(g),
+                "completed install {g} not in the file"
+            );
         } else {
-            assert!(kill, "install {g} failed without being killed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                kill,
+                "install {g} failed without being killed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             killed += 1;
             // Whatever was interrupted, the file is a whole blob of some generation.
             let (_l, now) = store::read_locked(&path, Some(Duration::from_secs(10))).unwrap();
             let got = check_blob(&now).unwrap_or_else(|e| panic!("after killed install {g}: {e}"));
-            assert!(got == g || got == completed.max(got.min(g)), "after killed install {g}: generation {got}");
+            assert!(
+                got == g || got == completed.max(got.min(g)),
+                "after killed install {g}: generation {got}"
+            );
             assert!(got >= completed);
         }
     }
@@ -234,7 +269,11 @@ fn store_survives_sigkilled_updaters() {
     for r in readers {
         let out = r.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "reader failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "reader failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // libtest may print "test stress_reader_child ... " before it on the line
         let line = stdout
             .lines()
@@ -254,6 +293,9 @@ fn store_survives_sigkilled_updaters() {
         iterations - killed,
         elapsed
     );
-    assert!(killed > 0, "no updater was killed mid-way; the test did not test anything");
+    assert!(
+        killed > 0,
+        "no updater was killed mid-way; the test did not test anything"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,11 +4,17 @@ use proptest::prelude::*;
 use snp_certs::table::{self, Builder, Guid, TableError, ENTRY_SIZE};
 
 fn guid_strategy() -> impl Strategy<Value = Guid> {
-    any::<[u8; 16]>().prop_filter("non-zero", |g| *g != [0; 16]).prop_map(Guid)
+    any::<[u8; 16]>()
+        .prop_filter("non-zero", |g| *g != [0; 16])
+        .prop_map(Guid)
 }
 
 fn entries_strategy() -> impl Strategy<Value = Vec<(Guid, Vec<u8>)>> {
-    prop::collection::vec((guid_strategy(), prop::collection::vec(any::<u8>(), 1..300)), 0..6).prop_map(|v| {
+    prop::collection::vec(
+        (guid_strategy(), prop::collection::vec(any::<u8>(), 1..300)),
+        0..6,
+    )
+    .prop_map(|v| {
         let mut seen = std::collections::HashSet::new();
         v.into_iter().filter(|(g, _)| seen.insert(*g)).collect()
     })
@@ -117,5 +123,12 @@ fn duplicate_detected_far_apart() {
     }
     blob.extend_from_slice(&[0u8; ENTRY_SIZE]);
     blob.extend_from_slice(&[7u8; 10]);
-    assert!(matches!(table::parse(&blob), Err(TableError::Duplicate { first: 0, second: 9, .. })));
+    assert!(matches!(
+        table::parse(&blob),
+        Err(TableError::Duplicate {
+            first: 0,
+            second: 9,
+            ..
+        })
+    ));
 }
