@@ -202,7 +202,8 @@ fn store_survives_sigkilled_updaters() {
 
     let bin = env!("CARGO_BIN_EXE_snp-certs");
     let mut rng = Rng::new(seed());
-    let (mut completed, mut killed, mut killed_after_done) = (0u32, 0u32, 0u32);
+    let (mut completed, mut killed, mut killed_after_done, mut killed_mid_write) =
+        (0u32, 0u32, 0u32, 0u32);
     let start = Instant::now();
     for g in 1..=iterations {
         let blob_file = dir.join("blobs").join(g.to_string());
@@ -218,7 +219,7 @@ fn store_survives_sigkilled_updaters() {
             .unwrap();
         let kill = rng.below(2) == 0;
         if kill {
-            std::thread::sleep(Duration::from_micros(rng.below(4000)));
+            std::thread::sleep(Duration::from_micros(rng.below(2000)));
             let _ = child.kill(); // SIGKILL
         }
         let out = child.wait_with_output().unwrap();
@@ -244,6 +245,16 @@ fn store_survives_sigkilled_updaters() {
                 String::from_utf8_lossy(&out.stderr)
             );
             killed += 1;
+            // A temporary file means it died between creating it and the rename.
+            let tmp_left = std::fs::read_dir(&dir).unwrap().any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("snp-certs-tmp")
+            });
+            if tmp_left {
+                killed_mid_write += 1;
+            }
             // Whatever was interrupted, the file is a whole blob of some generation.
             let (_l, now) = store::read_locked(&path, Some(Duration::from_secs(10))).unwrap();
             let got = check_blob(&now).unwrap_or_else(|e| panic!("after killed install {g}: {e}"));
@@ -289,7 +300,7 @@ fn store_survives_sigkilled_updaters() {
         total_reads += reads;
     }
     println!(
-        "STRESS updates={iterations} completed={} killed={killed} (killed after finishing: {killed_after_done}) reads={total_reads} in {:.2?}",
+        "STRESS updates={iterations} completed={} killed={killed} (of which left a half-done temporary: {killed_mid_write}; kills that came after the install finished: {killed_after_done}) reads={total_reads} in {:.2?}",
         iterations - killed,
         elapsed
     );

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# userspace/check.sh [HEADER_DIR]
+#
+# Checks the snp-certs workspace: rustfmt, clippy -D warnings, cargo test (unit,
+# property, CLI and exit-handler tests), the concurrency test (readers vs
+# SIGKILLed updaters, with its statistics), a short fuzz run of the table parser,
+# and the serve benchmark (ratios printed, never asserted). With HEADER_DIR (a
+# `make headers_install` output directory of the patched series), also checks
+# that the checked-in kvm_run bindings match what bindgen generates from it.
+#
+# Knobs: FUZZ_SECONDS (default 30; 0 skips the fuzz run), SNP_CERTS_STRESS_ITERS
+# (default 300 updates), BENCH_ROUNDS / BENCH_ITERS (default 20 x 5000),
+# SKIP_FUZZ_INSTALL=1 (do not try to install cargo-fuzz).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+header_dir="${1:-}"
+if [ $# -gt 1 ]; then
+    echo "usage: $0 [HEADER_DIR]" >&2
+    exit 2
+fi
+if [ -n "$header_dir" ]; then
+    header_dir="$(cd "$header_dir" && pwd)"
+fi
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+start=$(date +%s)
+step() { printf '\n== [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test (concurrency test runs separately below)"
+cargo test --locked -- --skip store_survives_sigkilled_updaters
+
+step "concurrency test: reader processes vs SIGKILLed updater processes"
+cargo test --locked --test concurrency -- --nocapture store_survives_sigkilled_updaters
+
+if [ -n "$header_dir" ]; then
+    step "bindings check against $header_dir"
+    scripts/regen-bindings.sh --check "$header_dir"
+fi
+
+step "fuzz: table parser for ${FUZZ_SECONDS}s"
+fuzz_ok=1
+if [ "$FUZZ_SECONDS" = 0 ]; then
+    echo "SKIP fuzz: FUZZ_SECONDS=0"
+    fuzz_ok=0
+elif [ "${SKIP_FUZZ_INSTALL:-0}" != 1 ] && ! ./setup.sh; then
+    echo "SKIP fuzz: cargo-fuzz could not be installed (see setup.sh output above)"
+    fuzz_ok=0
+elif ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz" ]; then
+    echo "SKIP fuzz: cargo-fuzz is not installed"
+    fuzz_ok=0
+fi
+if [ "$fuzz_ok" = 1 ]; then
+    cd "$here/snp-certs/fuzz"
+    # cargo-fuzz needs nightly flags (-Zsanitizer); RUSTC_BOOTSTRAP lets the
+    # stable toolchain accept them.
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz build -O parse_table; then
+        echo "SKIP fuzz: the fuzz target does not build with this toolchain (stable + RUSTC_BOOTSTRAP=1)"
+    else
+        work_corpus="$(mktemp -d)"
+        log="$(mktemp)"
+        trap 'rm -rf "$work_corpus" "$log"' EXIT
+        if RUSTC_BOOTSTRAP=1 cargo fuzz run -O parse_table "$work_corpus" corpus/parse_table -- \
+            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 >"$log" 2>&1; then
+            grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added|stat::peak_rss_mb)' "$log" || true
+            echo "fuzz: no crash in ${FUZZ_SECONDS}s ($(ls "$work_corpus" | wc -l) new corpus entries, not kept)"
+        else
+            tail -n 60 "$log"
+            echo "FAIL fuzz: the parser crashed or the fuzzer failed (artifact under snp-certs/fuzz/artifacts/)" >&2
+            exit 1
+        fi
+    fi
+    cd "$here"
+fi
+
+step "benchmark: serving a 16 KiB blob"
+cargo run --locked --release --quiet --example serve_bench -- "${BENCH_ROUNDS:-20}" "${BENCH_ITERS:-5000}"
+
+step "all userspace checks passed"
