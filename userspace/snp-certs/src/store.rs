@@ -403,6 +403,18 @@ pub fn replace_locked(
         .open(&tmp_path)
         .map_err(io_err("create", &tmp_path))?;
     let res = (|| {
+        if let Some(o) = old {
+            // Keep the old file's mode and, where permitted, its owner, so a
+            // VMM running as another user can still read the new blob.
+            let m = o.file.metadata().map_err(io_err("fstat", path))?;
+            tmp.set_permissions(m.permissions())
+                .map_err(io_err("chmod", &tmp_path))?;
+            match std::os::unix::fs::fchown(&tmp, Some(m.uid()), Some(m.gid())) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                Err(e) => return Err(io_err("chown", &tmp_path)(e)),
+            }
+        }
         tmp.write_all(blob).map_err(io_err("write", &tmp_path))?;
         tmp.sync_all().map_err(io_err("fsync", &tmp_path))?;
         if !try_lock(tmp.as_fd(), LockKind::Exclusive).map_err(io_err("lock", &tmp_path))? {
@@ -788,6 +800,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         drop(new);
         assert_eq!(h.join().unwrap().unwrap(), blob(3, 10));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn replacement_keeps_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir("mode");
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        install(&p, &blob(2, 10), None).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
