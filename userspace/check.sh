@@ -14,15 +14,16 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$here"
 header_dir="${1:-}"
 if [ $# -gt 1 ]; then
     echo "usage: $0 [HEADER_DIR]" >&2
     exit 2
 fi
 if [ -n "$header_dir" ]; then
+    # Resolve relative to the caller's directory, before changing directory.
     header_dir="$(cd "$header_dir" && pwd)"
 fi
+cd "$here"
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
@@ -44,6 +45,7 @@ cargo test --locked --test concurrency -- --nocapture store_survives_sigkilled_u
 
 if [ -n "$header_dir" ]; then
     step "bindings check against $header_dir"
+    ./setup.sh --with-bindgen >/dev/null # no-op when bindgen 0.73.2 is installed
     scripts/regen-bindings.sh --check "$header_dir"
 fi
 
