@@ -477,7 +477,15 @@ pub const DEFAULT_SERVE_WAIT: Duration = Duration::from_millis(100);
 struct Current {
     file: File,
     blob: Vec<u8>,
+    dev: u64,
+    ino: u64,
+    verified: Instant,
 }
+
+/// How often the cached server also re-checks `stat(path)` against its inode,
+/// as a backstop for what a directory watch cannot see (an ancestor directory
+/// of the certificate file being renamed or replaced).
+pub const DEFAULT_REVALIDATE: Duration = Duration::from_secs(1);
 
 /// A VMM-side reader that keeps the blob cached between requests.
 ///
@@ -491,6 +499,11 @@ struct Current {
 /// `stat()` path walk and the re-read. Any event: drop the cache and reload the
 /// slow way (open, lock, re-check inode, read, validate).
 ///
+/// If the watched directory itself goes away or moves, the watch is re-armed
+/// on the directory the path names now. Renaming an *ancestor* directory raises
+/// no event on the watch, so at most every [`DEFAULT_REVALIDATE`] the fast path
+/// also compares `stat(path)` with the cached inode.
+///
 /// Limits: changes through a writable `mmap` of the file raise no inotify event;
 /// tools must write with `write(2)` (as `snp-certs install` does) or replace by
 /// rename. One `BlobServer` per vCPU thread: the lock belongs to its own open
@@ -500,9 +513,11 @@ pub struct BlobServer {
     path: PathBuf,
     name: OsString,
     inotify: Inotify,
+    rewatch: bool,
     cur: Option<Current>,
     held: bool,
     wait: Duration,
+    revalidate: Duration,
     reloads: u64,
     evbuf: Vec<u8>,
 }
@@ -514,8 +529,16 @@ const INOTIFY_EVENT_HDR: usize = 16;
 /// names `name`, has no name (the directory itself), or reports a queue
 /// overflow; `Some(false)` if all records are about other files; `None` if the
 /// buffer is malformed.
-fn events_name(mut buf: &[u8], name: &[u8]) -> Option<bool> {
+#[cfg(test)]
+fn events_name(buf: &[u8], name: &[u8]) -> Option<bool> {
+    events_scan(buf, name).map(|(hit, _)| hit)
+}
+
+/// As [`events_name`], plus whether the watched directory itself went away or
+/// moved (the watch must then be re-armed on the path's directory).
+fn events_scan(mut buf: &[u8], name: &[u8]) -> Option<(bool, bool)> {
     let mut hit = false;
+    let mut dir_gone = false;
     while !buf.is_empty() {
         let mask = u32::from_ne_bytes(buf.get(4..8)?.try_into().ok()?);
         let len = usize::try_from(u32::from_ne_bytes(buf.get(12..16)?.try_into().ok()?)).ok()?;
@@ -526,40 +549,61 @@ fn events_name(mut buf: &[u8], name: &[u8]) -> Option<bool> {
         if ev_name.is_empty() || ev_name == name || mask & libc::IN_Q_OVERFLOW != 0 {
             hit = true;
         }
+        if mask
+            & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_Q_OVERFLOW)
+            != 0
+        {
+            dir_gone = true;
+        }
         buf = buf.get(end..)?;
     }
-    Some(hit)
+    Some((hit, dir_gone))
+}
+
+fn watch_dir(path: &Path) -> Result<Inotify, StoreError> {
+    let (dir, _) = split_path(path)?;
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| io_err("inotify_init", path)(e.into()))?;
+    let mask = AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF;
+    inotify
+        .add_watch(&dir, mask)
+        .map_err(|e| io_err("inotify_add_watch", &dir)(e.into()))?;
+    Ok(inotify)
 }
 
 impl BlobServer {
     /// Watches the certificate file's directory. The file itself may not exist
     /// yet: requests fail until it does.
     pub fn new(path: &Path) -> Result<BlobServer, StoreError> {
-        let (dir, name) = split_path(path)?;
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(|e| io_err("inotify_init", path)(e.into()))?;
-        let mask = AddWatchFlags::IN_MODIFY
-            | AddWatchFlags::IN_ATTRIB
-            | AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_DELETE_SELF
-            | AddWatchFlags::IN_MOVE_SELF;
-        inotify
-            .add_watch(&dir, mask)
-            .map_err(|e| io_err("inotify_add_watch", &dir)(e.into()))?;
+        let (_, name) = split_path(path)?;
+        let inotify = watch_dir(path)?;
         Ok(BlobServer {
             path: path.to_path_buf(),
             name,
             inotify,
+            rewatch: false,
             cur: None,
             held: false,
             wait: DEFAULT_SERVE_WAIT,
+            revalidate: DEFAULT_REVALIDATE,
             reloads: 0,
             evbuf: vec![0; 4096],
         })
+    }
+
+    /// Sets the interval of the backstop `stat(path)` re-check (see
+    /// [`DEFAULT_REVALIDATE`]); `Duration::ZERO` re-checks on every request.
+    pub fn with_revalidate(mut self, every: Duration) -> BlobServer {
+        self.revalidate = every;
+        self
     }
 
     /// Sets the bounded wait for a contended lock.
@@ -597,7 +641,17 @@ impl BlobServer {
             let Some(buf) = self.evbuf.get(..n) else {
                 return true;
             };
-            if n == 0 || events_name(buf, self.name.as_bytes()) != Some(false) {
+            match events_scan(buf, self.name.as_bytes()) {
+                Some((hit, dir_gone)) => {
+                    relevant |= hit;
+                    self.rewatch |= dir_gone;
+                }
+                None => {
+                    relevant = true;
+                    self.rewatch = true;
+                }
+            }
+            if n == 0 {
                 relevant = true;
             }
         }
@@ -615,7 +669,7 @@ impl BlobServer {
                 .as_ref()
                 .map(|c| try_lock(c.file.as_fd(), LockKind::Shared));
             if let Some(Ok(true)) = locked {
-                if !self.changed() {
+                if !self.changed() && !self.rewatch && self.still_current() {
                     self.held = true;
                     return self
                         .cur
@@ -633,17 +687,47 @@ impl BlobServer {
         // Slow path. Drain first: an event that arrives after this point makes
         // the next request reload again, which is safe.
         let _ = self.changed();
+        if self.rewatch {
+            // The watched directory was removed or moved: watch the directory
+            // the path names now (events of the old watch no longer matter).
+            self.inotify = watch_dir(&self.path)?;
+            self.rewatch = false;
+        }
         let path = self.path.clone();
         let mut lf = open_locked(&path, LockKind::Shared, Some(self.wait))?;
         let blob = read_whole(&mut lf.file, &path)?;
         table::parse(&blob).map_err(StoreError::Table)?;
         self.reloads = self.reloads.saturating_add(1);
         self.held = true;
+        let (dev, ino) = lf.id();
         let cur = self.cur.insert(Current {
             file: lf.file,
             blob,
+            dev,
+            ino,
+            verified: Instant::now(),
         });
         Ok(cur.blob.as_slice())
+    }
+
+    /// Backstop: at most every `revalidate`, check with `stat(path)` that the
+    /// path still names the cached inode.
+    fn still_current(&mut self) -> bool {
+        let path = &self.path;
+        let every = self.revalidate;
+        let Some(c) = self.cur.as_mut() else {
+            return false;
+        };
+        if c.verified.elapsed() < every {
+            return true;
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.dev() == c.dev && m.ino() == c.ino => {
+                c.verified = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Releases the lock taken by [`acquire`](Self::acquire). Never fails: if the
@@ -801,6 +885,56 @@ mod tests {
         drop(new);
         assert_eq!(h.join().unwrap().unwrap(), blob(3, 10));
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn server_follows_directory_swaps() {
+        let top = tmpdir("dirswap");
+        let d = top.join("certdir");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        let mut s = BlobServer::new(&p).unwrap();
+        assert_eq!(s.acquire().unwrap(), &blob(1, 10)[..]);
+        s.release();
+        // Replace the certificate directory itself.
+        let d2 = top.join("certdir.new");
+        std::fs::create_dir_all(&d2).unwrap();
+        install(&d2.join("c"), &blob(2, 10), None).unwrap();
+        std::fs::rename(&d, top.join("certdir.old")).unwrap();
+        std::fs::rename(&d2, &d).unwrap();
+        assert_eq!(s.acquire().unwrap(), &blob(2, 10)[..]);
+        s.release();
+        // The watch now follows the new directory.
+        install(&p, &blob(3, 10), None).unwrap();
+        assert_eq!(s.acquire().unwrap(), &blob(3, 10)[..]);
+        s.release();
+        // An ancestor swap is invisible to the directory watch: the periodic
+        // stat re-check catches it (immediately with a zero interval).
+        let mut s = s.with_revalidate(Duration::ZERO);
+        let top2 = tmpdir("dirswap2");
+        let d3 = top2.join("certdir");
+        std::fs::create_dir_all(&d3).unwrap();
+        install(&d3.join("c"), &blob(4, 10), None).unwrap();
+        assert_eq!(s.acquire().unwrap(), &blob(3, 10)[..]);
+        s.release();
+        std::fs::rename(
+            &top,
+            std::env::temp_dir().join(format!(
+                "snp-certs-store-dirswap-old-{}",
+                std::process::id()
+            )),
+        )
+        .unwrap();
+        std::fs::rename(&top2, &top).unwrap();
+        assert_eq!(s.acquire().unwrap(), &blob(4, 10)[..]);
+        s.release();
+        std::fs::remove_dir_all(&top).unwrap();
+        std::fs::remove_dir_all(std::env::temp_dir().join(format!(
+            "snp-certs-store-dirswap-old-{}",
+            std::process::id()
+        )))
+        .unwrap();
     }
 
     #[test]
