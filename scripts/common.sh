@@ -75,7 +75,7 @@ format_series() {
 	{ read -r name; read -r email; read -r date; } < <(git -C "$repo" log -1 --format='%an%n%ae%n%aI' series)
 	rm -rf "$out"
 	GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email \
-	GIT_COMMITTER_DATE=$date git -C "$repo" format-patch --quiet \
+	GIT_COMMITTER_DATE=$date git -C "$repo" -c core.abbrev=12 format-patch --quiet \
 		--zero-commit --no-signature --cover-letter \
 		--cover-from-description=subject -o "$out" base..series
 }
@@ -108,3 +108,28 @@ src_at() {
 
 # The lists in tests/, without comments and blank lines.
 list() { sed -e 's/#.*//' -e '/^\s*$/d' "$TOP/tests/$1"; }
+
+# Config fragments of the test kernel.
+TEST_CONFIG=("$TOP/configs/test.config")
+
+# boot NAME BZIMAGE SELFTEST_DIR: boot BZIMAGE with the listed selftests
+# from SELFTEST_DIR; results in build/logs/NAME and build/logs/NAME.json.
+boot() {
+	local name=$1 kernel=$2 selftests=$3 args=()
+	mapfile -t tests < <(list selftests.list)
+	"$TOP/scripts/initramfs.sh" "$BUILD/initrd-$name.cpio.gz" "$selftests" "${tests[@]}"
+	for s in $(list kunit-suites.list); do args+=(--suite "$s"); done
+	for s in "${tests[@]}"; do args+=(--selftest "$s"); done
+	python3 "$TOP/scripts/run-tests.py" --kernel "$kernel" \
+		--initrd "$BUILD/initrd-$name.cpio.gz" --src "$BUILD/src" \
+		--logdir "$BUILD/logs/$name" --json "$BUILD/logs/$name.json" \
+		--timeout "${BOOT_TIMEOUT:-900}" "${args[@]}"
+}
+
+# boot_series: build the selftests of the series (build/src at its tip) and
+# boot the test kernel with them.
+boot_series() {
+	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(list selftests.list) > "$BUILD/selftests.log" 2>&1 ||
+		{ tail -30 "$BUILD/selftests.log"; die "building the selftests failed (log: $BUILD/selftests.log)"; }
+	boot series "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/selftests"
+}

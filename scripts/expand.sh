@@ -35,10 +35,12 @@ rsync -a "$BASE_DIR/" "$WORK/"
 cd "$WORK"
 # Debian's top-level .gitignore ends with "/*" and "!/debian/", which would
 # silently keep every new file out of commits and so out of the patches.
+# It also lacks upstream's exceptions to ".*", so the base is added with -f:
+# the base commit holds every file of the tarball (.rustfmt.toml included).
 sed -i '/^# Debian packaging: ignore everything at the top level/,$d' .gitignore
 git init -q -b series
 git config series.base-version "$version"
-git add -A
+git add -A -f
 GIT_AUTHOR_NAME=Debian GIT_AUTHOR_EMAIL=debian-kernel@lists.debian.org \
 GIT_AUTHOR_DATE=$BASE_DATE GIT_COMMITTER_DATE=$BASE_DATE \
 	git commit -q -m "base: Debian linux-source-6.12 $version"

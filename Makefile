@@ -1,0 +1,26 @@
+# SPDX-License-Identifier: GPL-2.0
+# The two commands for a new user (see README.md):
+#   make        set up, expand the series, build the patched kernel, boot it
+#               and show the feature's test results
+#   make check  every test and check of the series, the kernel and userspace
+.PHONY: all check setup expand export clean
+
+all:
+	@scripts/main.sh
+
+check:
+	@scripts/check.sh
+
+setup:
+	@scripts/setup.sh
+
+# patches/ -> work/linux (FORCE=1 discards work/linux's own commits)
+expand: setup
+	@scripts/expand.sh
+
+# work/linux -> patches/
+export:
+	@scripts/export.sh
+
+clean:
+	rm -rf build

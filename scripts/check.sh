@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# "make check": every test and check of the series and the userspace crate.
+# Each stage prints its time; the first failing stage stops the run.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+start=$(date +%s)
+mkdir -p "$BUILD/logs"
+
+# Expanding patches/ and exporting again must reproduce patches/ exactly.
+roundtrip() {
+	local tmp
+	tmp=$(mktemp -d "$BUILD/roundtrip.XXXXXX")
+	git clone -q --no-checkout "$WORK" "$tmp/linux"
+	git -C "$tmp/linux" config series.base-version "$(git -C "$WORK" config series.base-version)"
+	# Only the files the patches touch (and the diff attributes that shape
+	# hunk headers) are checked out: git am needs no more, and the whole
+	# tree would take minutes to write and delete.
+	git -C "$tmp/linux" sparse-checkout set --no-cone /.gitattributes \
+		$(cat "$PATCHES"/[0-9]*.patch | git apply --numstat - 2>/dev/null | cut -f3 | sed 's|^|/|' | sort -u)
+	git -C "$tmp/linux" reset -q --hard base  # branch series, at the base
+	apply_series "$tmp/linux"
+	format_series "$tmp/linux" "$tmp/out"
+	if ! diff -ru "$PATCHES" "$tmp/out"; then
+		rm -rf "$tmp"
+		die "expanding and exporting patches/ changes it (diff above)"
+	fi
+	echo "round trip: $(ls "$tmp/out" | wc -l) files, no difference"
+	rm -rf "$tmp"
+}
+
+# checkpatch.pl --strict must find nothing in any patch.
+checkpatch() {
+	local p out bad=0
+	for p in "$PATCHES"/[0-9][0-9][0-9][0-9]-*.patch; do
+		case $p in */0000-*) continue ;; esac
+		out=$(cd "$WORK" && scripts/checkpatch.pl --strict --color=never "$p" 2>&1) || true
+		echo "$(basename "$p"): $(grep -E '^total:' <<<"$out")"
+		if ! grep -q '^total: 0 errors, 0 warnings, 0 checks' <<<"$out"; then
+			echo "$out"
+			bad=1
+		fi
+	done
+	return $bad
+}
+
+# Warnings of a build log, without line numbers, for comparison with the base.
+warnings() { { grep -E 'warning:' "$1" || true; } | sed -E 's/:[0-9]+:[0-9]+:/:/; s/\+0x[0-9a-f]+//' | sort -u; }
+
+# Build the test kernel at the base and after each patch (incrementally):
+# every patch must build on its own and add no compiler warning. Along the
+# way keep what later stages compare against: the base kernel, selftests,
+# headers and documentation warnings.
+walk() {
+	local rev n=0 changed log
+	src_at base
+	log=$BUILD/logs/build-base.log
+	"$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/test" "${TEST_CONFIG[@]}" > "$log" 2>&1 ||
+		{ tail -40 "$log"; die "the base does not build (log: $log)"; }
+	touch "$BUILD/warnings-base"
+	# An incremental base build shows only some of the base's warnings, so
+	# keep those of earlier runs as well.
+	warnings "$log" | sort -u - "$BUILD/warnings-base" > "$BUILD/warnings-base.new"
+	mv "$BUILD/warnings-base.new" "$BUILD/warnings-base"
+	cp "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/bzImage-base"
+	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests-base" $(list selftests.list) \
+		> "$BUILD/logs/selftests-base.log" 2>&1 || die "base selftests do not build"
+	docs base
+	echo "base: built ($(wc -l < "$BUILD/warnings-base") distinct warnings known in the base itself)"
+	for rev in $(git -C "$WORK" rev-list --reverse base..series); do
+		n=$((n + 1))
+		src_at "$rev"
+		changed=$(git -C "$WORK" diff-tree --no-commit-id --name-only -r "$rev")
+		if ! grep -qvE '^(Documentation|tools)/' <<<"$changed"; then
+			echo "patch $n: touches only Documentation/ or tools/: no kernel rebuild"
+			continue
+		fi
+		log=$BUILD/logs/build-$n.log
+		"$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/test" "${TEST_CONFIG[@]}" > "$log" 2>&1 ||
+			{ tail -40 "$log"; die "patch $n ($(git -C "$WORK" log -1 --format=%s "$rev")) does not build (log: $log)"; }
+		if new=$(warnings "$log" | comm -23 - "$BUILD/warnings-base") && [ -n "$new" ]; then
+			echo "$new"
+			die "patch $n adds build warnings (log: $log)"
+		fi
+		echo "patch $n: builds, no new warning: $(git -C "$WORK" log -1 --format=%s "$rev")"
+	done
+	docs series
+}
+
+# htmldocs of Documentation/virt: the series may add no warning.
+docs() {
+	local log=$BUILD/logs/docs-$1.log
+	"${KMAKE[@]}" -C "$BUILD/src" O="$BUILD/docs" SPHINXDIRS=virt htmldocs > "$log" 2>&1 ||
+		{ tail -20 "$log"; die "htmldocs failed at $1 (log: $log)"; }
+	grep -E 'WARNING|ERROR' "$log" | sed -E "s|$BUILD/src/||; s/:[0-9]+:/:/" | sort > "$BUILD/logs/docs-warnings-$1" || true
+	if [ "$1" = series ]; then
+		if new=$(comm -13 "$BUILD/logs/docs-warnings-base" "$BUILD/logs/docs-warnings-series") && [ -n "$new" ]; then
+			echo "$new"
+			die "the series adds documentation warnings"
+		fi
+		echo "htmldocs (virt): no new warning ($(wc -l < "$BUILD/logs/docs-warnings-base") in the base)"
+	fi
+}
+
+# The series' own Rust must be rustfmt-clean and clippy-clean; the module
+# config (KVM and kvm-amd as modules) must build too, so build it with clippy.
+module_clippy() {
+	local log=$BUILD/logs/build-module.log
+	"$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/module" "${TEST_CONFIG[@]}" "$TOP/configs/module.config" \
+		-- CLIPPY=1 bzImage modules > "$log" 2>&1 ||
+		{ tail -40 "$log"; die "the module config does not build (log: $log)"; }
+	if grep -E '^(warning|error)' "$log"; then
+		die "clippy or rustc warnings (log: $log)"
+	fi
+	"${KMAKE[@]}" -s -C "$BUILD/src" O="$BUILD/module" rustfmtcheck ||
+		die "rustfmtcheck: Rust code is not formatted"
+	echo "module config: builds; clippy: no warning; rustfmtcheck: clean"
+}
+
+# The series may not break a selftest that passes on the base.
+regression() {
+	python3 - "$BUILD/logs/base.json" "$BUILD/logs/series.json" <<'PY'
+import json, sys
+base, series = (json.load(open(p))["selftests"] for p in sys.argv[1:])
+bad = [t for t, s in base.items() if s == "SUCCESS" and series.get(t) != "SUCCESS"]
+for t in sorted(base):
+    print(f"  {t:28} base: {base[t]:8} series: {series.get(t, 'MISSING')}")
+if bad:
+    sys.exit(f"regression: {', '.join(bad)} passed on the base but not with the series")
+print("selftests: nothing that passes on the base fails with the series")
+PY
+}
+
+stage setup "$TOP/scripts/setup.sh"
+stage expand "$TOP/scripts/expand.sh"
+stage roundtrip roundtrip
+stage checkpatch checkpatch
+stage bisect-builds walk
+stage module-clippy-rustfmt module_clippy
+stage selftests-build "$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(list selftests.list) > "$BUILD/logs/selftests.log"
+stage uapi "$TOP/scripts/check-uapi.sh" "$BUILD/selftests-base/usr" "$BUILD/selftests/usr"
+stage boot-base boot base "$BUILD/bzImage-base" "$BUILD/selftests-base"
+stage boot-series boot series "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/selftests"
+stage regression regression
+if [ -x "$TOP/userspace/check.sh" ]; then
+	stage userspace "$TOP/userspace/check.sh" "$BUILD/selftests/usr"
+fi
+echo "make check: all stages passed in $(( ($(date +%s) - start) / 60 )) min"
