@@ -3,12 +3,14 @@
 #
 # Checks the snp-certs workspace: rustfmt, clippy -D warnings, cargo test (unit,
 # property, CLI and exit-handler tests), the concurrency test (readers vs
-# SIGKILLed updaters, with its statistics), a short fuzz run of the table parser,
+# SIGKILLed updaters, with its statistics), short fuzz runs of the table parser
+# and of the exit handler,
 # and the serve benchmark (ratios printed, never asserted). With HEADER_DIR (a
 # `make headers_install` output directory of the patched series), also checks
 # that the checked-in kvm_run bindings match what bindgen generates from it.
 #
-# Knobs: FUZZ_SECONDS (default 30; 0 skips the fuzz run), SNP_CERTS_STRESS_ITERS
+# Knobs: FUZZ_SECONDS (parser, default 30; 0 skips fuzzing), FUZZ_SECONDS_HANDLER
+# (exit handler, default 15), SNP_CERTS_STRESS_ITERS
 # (default 300 updates), BENCH_ROUNDS / BENCH_ITERS (default 20 x 5000),
 # SKIP_FUZZ_INSTALL=1 (do not try to install cargo-fuzz).
 set -euo pipefail
@@ -33,6 +35,7 @@ step() { printf '\n== [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all --check
+(cd snp-certs/fuzz && cargo fmt --check)
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
@@ -49,7 +52,7 @@ if [ -n "$header_dir" ]; then
     scripts/regen-bindings.sh --check "$header_dir"
 fi
 
-step "fuzz: table parser for ${FUZZ_SECONDS}s"
+step "fuzz: table parser (${FUZZ_SECONDS}s), exit handler (${FUZZ_SECONDS_HANDLER:-15}s)"
 fuzz_ok=1
 if [ "$FUZZ_SECONDS" = 0 ]; then
     echo "SKIP fuzz: FUZZ_SECONDS=0"
@@ -65,21 +68,28 @@ if [ "$fuzz_ok" = 1 ]; then
     cd "$here/snp-certs/fuzz"
     # cargo-fuzz needs nightly flags (-Zsanitizer); RUSTC_BOOTSTRAP lets the
     # stable toolchain accept them.
-    if ! RUSTC_BOOTSTRAP=1 cargo fuzz build -O parse_table; then
-        echo "SKIP fuzz: the fuzz target does not build with this toolchain (stable + RUSTC_BOOTSTRAP=1)"
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz build -O; then
+        echo "SKIP fuzz: the fuzz targets do not build with this toolchain (stable + RUSTC_BOOTSTRAP=1)"
     else
-        work_corpus="$(mktemp -d)"
-        log="$(mktemp)"
-        trap 'rm -rf "$work_corpus" "$log"' EXIT
-        if RUSTC_BOOTSTRAP=1 cargo fuzz run -O parse_table "$work_corpus" corpus/parse_table -- \
-            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 >"$log" 2>&1; then
-            grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added|stat::peak_rss_mb)' "$log" || true
-            echo "fuzz: no crash in ${FUZZ_SECONDS}s ($(ls "$work_corpus" | wc -l) new corpus entries, not kept)"
-        else
-            tail -n 60 "$log"
-            echo "FAIL fuzz: the parser crashed or the fuzzer failed (artifact under snp-certs/fuzz/artifacts/)" >&2
-            exit 1
-        fi
+        tmp_fuzz="$(mktemp -d)"
+        trap 'rm -rf "$tmp_fuzz"' EXIT
+        fuzz_one() { # target seconds
+            local target="$1" secs="$2" corpus="$tmp_fuzz/$1" log="$tmp_fuzz/$1.log"
+            mkdir -p "$corpus"
+            echo "-- fuzz target $target for ${secs}s"
+            if RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "$corpus" "corpus/$target" -- \
+                -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+                grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added)' "$log" || true
+                grep -E '^#[0-9]+[[:space:]]+DONE' "$log" || true
+                echo "fuzz $target: no crash in ${secs}s ($(ls "$corpus" | wc -l) new corpus entries, not kept)"
+            else
+                tail -n 60 "$log"
+                echo "FAIL fuzz $target: crash or fuzzer failure (artifact under snp-certs/fuzz/artifacts/$target/)" >&2
+                exit 1
+            fi
+        }
+        fuzz_one parse_table "$FUZZ_SECONDS"
+        fuzz_one exit_handler "${FUZZ_SECONDS_HANDLER:-15}"
     fi
     cd "$here"
 fi

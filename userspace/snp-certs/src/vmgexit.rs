@@ -13,7 +13,7 @@
 //!
 //! [`ReqCertsHandler::handle`] implements that over the bindgen-generated
 //! [`kvm_run`](crate::kvm::kvm_run), a [`CertSource`] (normally a
-//! [`BlobServer`](crate::store::BlobServer)) and a [`GuestMemory`].
+//! [`BlobServer`]) and a [`GuestMemory`].
 //!
 //! Policy for inputs KVM should never produce (a buggy or hostile kernel, or a
 //! VMM bug): the handler never panics and never writes outside the documented
