@@ -35,9 +35,11 @@ checkpatch() {
 	local p out bad=0
 	for p in "$PATCHES"/[0-9][0-9][0-9][0-9]-*.patch; do
 		case $p in */0000-*) continue ;; esac
-		out=$(cd "$WORK" && scripts/checkpatch.pl --strict --color=never "$p" 2>&1) || true
+		# Debian's python3 has the modules spdxcheck.py needs (ply, git).
+		out=$(cd "$WORK" && PATH=/usr/bin:$PATH scripts/checkpatch.pl --strict --color=never "$p" 2>&1) || true
 		echo "$(basename "$p"): $(grep -E '^total:' <<<"$out")"
-		if ! grep -q '^total: 0 errors, 0 warnings, 0 checks' <<<"$out"; then
+		if ! grep -q '^total: 0 errors, 0 warnings, 0 checks' <<<"$out" ||
+		   grep -q Traceback <<<"$out"; then
 			echo "$out"
 			bad=1
 		fi
@@ -64,7 +66,7 @@ walk() {
 	warnings "$log" | sort -u - "$BUILD/warnings-base" > "$BUILD/warnings-base.new"
 	mv "$BUILD/warnings-base.new" "$BUILD/warnings-base"
 	cp "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/bzImage-base"
-	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests-base" $(list selftests.list) \
+	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests-base" $(selftests_of base) \
 		> "$BUILD/logs/selftests-base.log" 2>&1 || die "base selftests do not build"
 	docs base
 	echo "base: built ($(wc -l < "$BUILD/warnings-base") distinct warnings known in the base itself)"
@@ -72,8 +74,8 @@ walk() {
 		n=$((n + 1))
 		src_at "$rev"
 		changed=$(git -C "$WORK" diff-tree --no-commit-id --name-only -r "$rev")
-		if ! grep -qvE '^(Documentation|tools)/' <<<"$changed"; then
-			echo "patch $n: touches only Documentation/ or tools/: no kernel rebuild"
+		if ! grep -qvE '^(Documentation|tools)/|^MAINTAINERS$' <<<"$changed"; then
+			echo "patch $n: touches only Documentation/, tools/ or MAINTAINERS: no kernel rebuild"
 			continue
 		fi
 		log=$BUILD/logs/build-$n.log
@@ -138,7 +140,7 @@ stage roundtrip roundtrip
 stage checkpatch checkpatch
 stage bisect-builds walk
 stage module-clippy-rustfmt module_clippy
-stage selftests-build "$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(list selftests.list) > "$BUILD/logs/selftests.log"
+stage selftests-build "$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(selftests_of series) > "$BUILD/logs/selftests.log"
 stage uapi "$TOP/scripts/check-uapi.sh" "$BUILD/selftests-base/usr" "$BUILD/selftests/usr"
 stage boot-base boot base "$BUILD/bzImage-base" "$BUILD/selftests-base"
 stage boot-series boot series "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/selftests"

@@ -112,11 +112,18 @@ list() { sed -e 's/#.*//' -e '/^\s*$/d' "$TOP/tests/$1"; }
 # Config fragments of the test kernel.
 TEST_CONFIG=("$TOP/configs/test.config")
 
-# boot NAME BZIMAGE SELFTEST_DIR: boot BZIMAGE with the listed selftests
-# from SELFTEST_DIR; results in build/logs/NAME and build/logs/NAME.json.
+# Selftests of a kernel: upstream's on both, the series' own on the series.
+selftests_of() {
+	list selftests.list
+	[ "$1" = base ] || list selftests-series.list
+}
+
+# boot NAME BZIMAGE SELFTEST_DIR: boot BZIMAGE with NAME's selftests
+# (base or series) from SELFTEST_DIR; results in build/logs/NAME and
+# build/logs/NAME.json.
 boot() {
-	local name=$1 kernel=$2 selftests=$3 args=()
-	mapfile -t tests < <(list selftests.list)
+	local name=$1 kernel=$2 selftests=$3 args=() tests s
+	mapfile -t tests < <(selftests_of "$name")
 	"$TOP/scripts/initramfs.sh" "$BUILD/initrd-$name.cpio.gz" "$selftests" "${tests[@]}"
 	for s in $(list kunit-suites.list); do args+=(--suite "$s"); done
 	for s in "${tests[@]}"; do args+=(--selftest "$s"); done
@@ -129,7 +136,7 @@ boot() {
 # boot_series: build the selftests of the series (build/src at its tip) and
 # boot the test kernel with them.
 boot_series() {
-	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(list selftests.list) > "$BUILD/selftests.log" 2>&1 ||
+	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(selftests_of series) > "$BUILD/selftests.log" 2>&1 ||
 		{ tail -30 "$BUILD/selftests.log"; die "building the selftests failed (log: $BUILD/selftests.log)"; }
 	boot series "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/selftests"
 }

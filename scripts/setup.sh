@@ -9,7 +9,7 @@ APT_PACKAGES=(
 	linux-source-6.12 rustc-web rust-web-src rust-web-clippy rustfmt-web
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	qemu-system-x86 busybox-static python3-sphinx python3-sphinx-rtd-theme
-	python3-yaml build-essential flex bison bc libelf-dev libssl-dev cpio kmod
+	python3-yaml python3-ply python3-git build-essential flex bison bc libelf-dev libssl-dev cpio kmod
 	dwarves rsync xz-utils git
 )
 
@@ -38,3 +38,6 @@ for tool in /usr/bin/rustc /usr/bin/rustfmt /usr/bin/clippy-driver \
 	    "$RUST_LIB_SRC/core/src/lib.rs"; do
 	[ -e "$tool" ] || die "set-up incomplete: $tool is missing"
 done
+
+# The userspace workspace's own tools (cargo-fuzz).
+"$TOP/userspace/setup.sh"
