@@ -149,3 +149,5 @@ if [ -x "$TOP/userspace/check.sh" ]; then
 	stage userspace "$TOP/userspace/check.sh" "$BUILD/selftests/usr"
 fi
 echo "make check: all stages passed in $(( ($(date +%s) - start) / 60 )) min"
+python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print("kernel: %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/series.json"
