@@ -25,7 +25,18 @@ if [ -d "$WORK/.git" ] && [ -z "${FORCE:-}" ]; then
 		git -C "$WORK" config series.head "$(git -C "$WORK" rev-parse HEAD)"
 		exit 0
 	fi
-	die "work/linux does not match patches/: 'make export' to keep its commits, or 'make expand FORCE=1' to rebuild it from patches/"
+	# No commit since the last expansion or export: nothing of the
+	# developer's can be lost, so follow patches/ (e.g. after a git pull).
+	if [ "$(git -C "$WORK" rev-parse HEAD)" = "$(git -C "$WORK" config series.head)" ]; then
+		log "patches/ changed: re-applying it in work/linux"
+		git -C "$WORK" reset -q --hard base
+		apply_series "$WORK" ||
+			die "patches/ does not apply to the base (git am stopped; see above)"
+		git -C "$WORK" config series.patches-hash "$patches_hash"
+		git -C "$WORK" config series.head "$(git -C "$WORK" rev-parse HEAD)"
+		exit 0
+	fi
+	die "work/linux has commits that are not in patches/: 'make export' to keep them, or 'make expand FORCE=1' to rebuild it from patches/"
 fi
 rm -rf "$WORK"
 
