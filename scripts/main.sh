@@ -5,8 +5,16 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
+build_series() {
+	local log=$BUILD/logs/build-main.log
+	mkdir -p "$BUILD/logs"
+	"$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/test" "${TEST_CONFIG[@]}" > "$log" 2>&1 ||
+		{ tail -40 "$log"; die "the patched kernel does not build (log: $log)"; }
+	echo "built $(git -C "$BUILD/src" log -1 --format='%h %s') (log: $log)"
+}
+
 stage setup "$TOP/scripts/setup.sh"
 stage expand "$TOP/scripts/expand.sh"
 src_at series
-stage build "$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/test" "${TEST_CONFIG[@]}"
+stage build build_series
 stage boot boot_series
