@@ -18,7 +18,9 @@ roundtrip() {
 	# hunk headers) are checked out: git am needs no more, and the whole
 	# tree would take minutes to write and delete.
 	git -C "$tmp/linux" sparse-checkout set --no-cone /.gitattributes \
-		$(cat "$PATCHES"/[0-9]*.patch | git apply --numstat - 2>/dev/null | cut -f3 | sed 's|^|/|' | sort -u)
+		$(for p in "$PATCHES"/[0-9]*.patch; do
+			case $p in */0000-*) ;; *) git apply --numstat "$p" ;; esac
+		   done | cut -f3 | sed 's|^|/|' | sort -u)
 	git -C "$tmp/linux" reset -q --hard base  # branch series, at the base
 	apply_series "$tmp/linux"
 	format_series "$tmp/linux" "$tmp/out"

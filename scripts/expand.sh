@@ -8,7 +8,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-"$TOP/scripts/base.sh" >/dev/null
+"$TOP/scripts/base.sh"
 version=$(cat "$BUILD/base/.version")
 
 patches_hash=$(patches_hash)
