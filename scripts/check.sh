@@ -60,8 +60,7 @@ walk() {
 	local rev n=0 changed log
 	src_at base
 	log=$BUILD/logs/build-base.log
-	"$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/test" "${TEST_CONFIG[@]}" > "$log" 2>&1 ||
-		{ tail -40 "$log"; die "the base does not build (log: $log)"; }
+	build_logged "the base" "$log" "$BUILD/test" "${TEST_CONFIG[@]}"
 	touch "$BUILD/warnings-base"
 	# An incremental base build shows only some of the base's warnings, so
 	# keep those of earlier runs as well.
@@ -81,8 +80,8 @@ walk() {
 			continue
 		fi
 		log=$BUILD/logs/build-$n.log
-		"$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/test" "${TEST_CONFIG[@]}" > "$log" 2>&1 ||
-			{ tail -40 "$log"; die "patch $n ($(git -C "$WORK" log -1 --format=%s "$rev")) does not build (log: $log)"; }
+		build_logged "patch $n ($(git -C "$WORK" log -1 --format=%s "$rev"))" "$log" \
+			"$BUILD/test" "${TEST_CONFIG[@]}"
 		if new=$(warnings "$log" | comm -23 - "$BUILD/warnings-base") && [ -n "$new" ]; then
 			echo "$new"
 			die "patch $n adds build warnings (log: $log)"
@@ -111,9 +110,8 @@ docs() {
 # config (KVM and kvm-amd as modules) must build too, so build it with clippy.
 module_clippy() {
 	local log=$BUILD/logs/build-module.log
-	"$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/module" "${TEST_CONFIG[@]}" "$TOP/configs/module.config" \
-		-- CLIPPY=1 bzImage modules > "$log" 2>&1 ||
-		{ tail -40 "$log"; die "the module config does not build (log: $log)"; }
+	build_logged "the module config" "$log" "$BUILD/module" "${TEST_CONFIG[@]}" \
+		"$TOP/configs/module.config" -- CLIPPY=1 bzImage modules
 	if grep -E '^(warning|error)' "$log"; then
 		die "clippy or rustc warnings (log: $log)"
 	fi

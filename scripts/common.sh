@@ -38,7 +38,12 @@ stage() {
 	shift
 	start=$(date +%s)
 	log "stage $name: start"
-	"$@" || rc=$?
+	# A subshell outside any "||" context, so that "set -e" holds inside
+	# the stage's functions too.
+	set +e
+	(set -e; "$@")
+	rc=$?
+	set -e
 	log "stage $name: $( [ $rc = 0 ] && echo ok || echo "FAILED ($rc)" ) in $(( $(date +%s) - start )) s"
 	return $rc
 }
@@ -111,6 +116,17 @@ list() { sed -e 's/#.*//' -e '/^\s*$/d' "$TOP/tests/$1"; }
 
 # Config fragments of the test kernel.
 TEST_CONFIG=("$TOP/configs/test.config")
+
+# build_logged WHAT LOG OUT FRAGMENT... [-- MAKE_ARGS...]: scripts/build.sh
+# of build/src into OUT with its output in LOG; on failure show the end of
+# the log and stop, naming WHAT.
+build_logged() {
+	local what=$1 log=$2
+	shift 2
+	mkdir -p "$(dirname "$log")"
+	"$TOP/scripts/build.sh" "$BUILD/src" "$@" > "$log" 2>&1 ||
+		{ tail -40 "$log"; die "$what does not build (log: $log)"; }
+}
 
 # Selftests of a kernel: upstream's on both, the series' own on the series.
 selftests_of() {

@@ -7,9 +7,7 @@ set -euo pipefail
 
 build_series() {
 	local log=$BUILD/logs/build-main.log
-	mkdir -p "$BUILD/logs"
-	"$TOP/scripts/build.sh" "$BUILD/src" "$BUILD/test" "${TEST_CONFIG[@]}" > "$log" 2>&1 ||
-		{ tail -40 "$log"; die "the patched kernel does not build (log: $log)"; }
+	build_logged "the patched kernel" "$log" "$BUILD/test" "${TEST_CONFIG[@]}"
 	echo "built $(git -C "$BUILD/src" log -1 --format='%h %s') (log: $log)"
 }
 
