@@ -18,9 +18,8 @@ roundtrip() {
 	# hunk headers) are checked out: git am needs no more, and the whole
 	# tree would take minutes to write and delete.
 	git -C "$tmp/linux" sparse-checkout set --no-cone /.gitattributes \
-		$(for p in "$PATCHES"/[0-9]*.patch; do
-			case $p in */0000-*) ;; *) git apply --numstat "$p" ;; esac
-		   done | cut -f3 | sed 's|^|/|' | sort -u)
+		$(for p in $(series_patches); do git apply --numstat "$p"; done |
+		  cut -f3 | sed 's|^|/|' | sort -u)
 	git -C "$tmp/linux" reset -q --hard base  # branch series, at the base
 	apply_series "$tmp/linux"
 	format_series "$tmp/linux" "$tmp/out"
@@ -35,8 +34,7 @@ roundtrip() {
 # checkpatch.pl --strict must find nothing in any patch.
 checkpatch() {
 	local p out bad=0
-	for p in "$PATCHES"/[0-9][0-9][0-9][0-9]-*.patch; do
-		case $p in */0000-*) continue ;; esac
+	for p in $(series_patches); do
 		# Debian's python3 has the modules spdxcheck.py needs (ply, git).
 		out=$(cd "$WORK" && PATH=/usr/bin:$PATH scripts/checkpatch.pl --strict --color=never "$p" 2>&1) || true
 		echo "$(basename "$p"): $(grep -E '^total:' <<<"$out")"

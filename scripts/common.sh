@@ -53,6 +53,11 @@ patches_hash() {
 	{ cat "$PATCHES"/*.patch 2>/dev/null || true; } | sha256sum | cut -d' ' -f1
 }
 
+# The series' patch files in order, without the cover letter.
+series_patches() {
+	ls "$PATCHES"/[0-9][0-9][0-9][0-9]-*.patch 2>/dev/null | grep -v '/0000-' || true
+}
+
 # apply_series REPO: put patches/ on top of the base in REPO (branch series
 # checked out at the base): the cover letter becomes the branch description,
 # every other patch a commit.
@@ -63,7 +68,7 @@ apply_series() {
 		git -C "$repo" config branch.series.description \
 			"$(python3 "$TOP/scripts/cover.py" read "$cover")"
 	fi
-	mapfile -t series < <(ls "$PATCHES"/[0-9][0-9][0-9][0-9]-*.patch 2>/dev/null | grep -v '/0000-' || true)
+	mapfile -t series < <(series_patches)
 	version=$(git -C "$repo" config series.base-version)
 	if [ "$version" != "$TESTED_BASE_VERSION" ]; then
 		am_opts+=(-3)
