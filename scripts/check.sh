@@ -118,6 +118,49 @@ module_clippy() {
 	echo "module config: builds; clippy: no warning; rustfmtcheck: clean"
 }
 
+# No guest or VMM input may reach a panic: the Rust objects may not
+# reference one (core::panicking, bounds checks, unwrap/expect failures).
+PANIC_SYMBOLS='panic|unwrap_failed|expect_failed|slice_.*fail|str_index|overflow'
+no_panic() {
+	local obj syms
+	for obj in "$BUILD/test/arch/x86/kvm/svm/sev_rs.o" "$BUILD/module/arch/x86/kvm/svm/sev_rs.o"; do
+		[ -f "$obj" ] || die "$obj was not built"
+		syms=$(llvm-nm -u "$obj"; llvm-nm -u -C "$obj")
+		if grep -Ei "$PANIC_SYMBOLS" <<<"$syms"; then
+			die "${obj#"$BUILD"/} references a panic path"
+		fi
+		echo "${obj#"$BUILD"/}: no panic path; calls only $(llvm-nm -u "$obj" | awk '{print $2}' | tr '\n' ' ')"
+	done
+}
+
+# kvm-amd.ko's .text with CONFIG_KVM_AMD_SEV_RUST on (as built) and off,
+# in the same tree; the next module build switches it back on.
+text_size() { llvm-size -A "$1" | awk '$1 == ".text" { print $2 }'; }
+size_delta() {
+	local ko=$BUILD/module/arch/x86/kvm/kvm-amd.ko on off
+	on=$(text_size "$ko")
+	"$BUILD/src/scripts/config" --file "$BUILD/module/.config" -d KVM_AMD_SEV_RUST
+	"${KMAKE[@]}" -s -C "$BUILD/src" O="$BUILD/module" olddefconfig
+	"${KMAKE[@]}" -C "$BUILD/src" O="$BUILD/module" modules > "$BUILD/logs/build-module-off.log" 2>&1 ||
+		die "the module config without KVM_AMD_SEV_RUST does not build (log: $BUILD/logs/build-module-off.log)"
+	off=$(text_size "$ko")
+	echo "kvm-amd.ko .text: $on bytes with KVM_AMD_SEV_RUST, $off without: $((on - off)) bytes more"
+	echo "$on $off" > "$BUILD/logs/size-delta"
+}
+
+# The Rust validation against the C one, in a boot where time counts
+# instructions (QEMU -icount shift=0, one CPU): printed, not asserted.
+bench() {
+	"$TOP/scripts/initramfs.sh" "$BUILD/initrd-bench.cpio.gz" "$BUILD/selftests"
+	python3 "$TOP/scripts/run-tests.py" --kernel "$BUILD/test/arch/x86/boot/bzImage" \
+		--initrd "$BUILD/initrd-bench.cpio.gz" --src "$BUILD/src" \
+		--logdir "$BUILD/logs/bench" --json "$BUILD/logs/bench.json" \
+		--suite kvm_sev_rs_bench --append kunit.filter_glob=kvm_sev_rs_bench \
+		--qemu-arg=-icount --qemu-arg=shift=0 --qemu-arg=-smp --qemu-arg=1 \
+		--timeout "${BOOT_TIMEOUT:-900}"
+	grep -ho 'sev_rs: bench: .*' "$BUILD/logs/bench/console.log"
+}
+
 # The series may not break a selftest that passes on the base.
 regression() {
 	python3 - "$BUILD/logs/base.json" "$BUILD/logs/series.json" <<'PY'
@@ -138,14 +181,21 @@ stage roundtrip roundtrip
 stage checkpatch checkpatch
 stage bisect-builds walk
 stage module-clippy-rustfmt module_clippy
+stage no-panic no_panic
+stage size-delta size_delta
 stage selftests-build "$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(selftests_of series) > "$BUILD/logs/selftests.log"
 stage uapi "$TOP/scripts/check-uapi.sh" "$BUILD/selftests-base/usr" "$BUILD/selftests/usr"
 stage boot-base boot base "$BUILD/bzImage-base" "$BUILD/selftests-base"
 stage boot-series boot series "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/selftests"
 stage regression regression
+stage bench bench
 if [ -x "$TOP/userspace/check.sh" ]; then
 	stage userspace "$TOP/userspace/check.sh" "$BUILD/selftests/usr"
 fi
 echo "make check: all stages passed in $(( ($(date +%s) - start) / 60 )) min"
 python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("kernel: %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/series.json"
+grep -ho 'sev_rs: .*' "$BUILD/logs/series/console.log" "$BUILD/logs/bench/console.log" | grep -v 'bench:.*' || true
+grep -ho 'sev_rs: bench: .*' "$BUILD/logs/bench/console.log"
+read -r on off < "$BUILD/logs/size-delta"
+echo "kvm-amd.ko .text: $on bytes with KVM_AMD_SEV_RUST, $off without"

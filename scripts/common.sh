@@ -133,10 +133,15 @@ build_logged() {
 		{ tail -40 "$log"; die "$what does not build (log: $log)"; }
 }
 
-# Selftests of a kernel: upstream's on both, the series' own on the series.
+# Selftests and KUnit suites of a kernel: upstream's on both, the series'
+# own on the series.
 selftests_of() {
 	list selftests.list
 	[ "$1" = base ] || list selftests-series.list
+}
+suites_of() {
+	list kunit-suites.list
+	[ "$1" = base ] || list kunit-suites-series.list
 }
 
 # boot NAME BZIMAGE SELFTEST_DIR: boot BZIMAGE with NAME's selftests
@@ -146,7 +151,7 @@ boot() {
 	local name=$1 kernel=$2 selftests=$3 args=() tests s
 	mapfile -t tests < <(selftests_of "$name")
 	"$TOP/scripts/initramfs.sh" "$BUILD/initrd-$name.cpio.gz" "$selftests" "${tests[@]}"
-	for s in $(list kunit-suites.list); do args+=(--suite "$s"); done
+	for s in $(suites_of "$name"); do args+=(--suite "$s"); done
 	for s in "${tests[@]}"; do args+=(--selftest "$s"); done
 	python3 "$TOP/scripts/run-tests.py" --kernel "$kernel" \
 		--initrd "$BUILD/initrd-$name.cpio.gz" --src "$BUILD/src" \
