@@ -195,7 +195,8 @@ fi
 echo "make check: all stages passed in $(( ($(date +%s) - start) / 60 )) min"
 python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("kernel: %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/series.json"
-grep -ho 'sev_rs: .*' "$BUILD/logs/series/console.log" "$BUILD/logs/bench/console.log" | grep -v 'bench:.*' || true
+grep -hoE 'sev_rs: (validation|hostile VMM): .*' "$BUILD/logs/series/console.log"
 grep -ho 'sev_rs: bench: .*' "$BUILD/logs/bench/console.log"
+sed -nE 's/^ok [0-9]+ (.*) # SKIP (.*)/skipped selftest \1: \2/p' "$BUILD/logs/series/selftests.ktap"
 read -r on off < "$BUILD/logs/size-delta"
 echo "kvm-amd.ko .text: $on bytes with KVM_AMD_SEV_RUST, $off without"
