@@ -65,7 +65,7 @@ walk() {
 	warnings "$log" | sort -u - "$BUILD/warnings-base" > "$BUILD/warnings-base.new"
 	mv "$BUILD/warnings-base.new" "$BUILD/warnings-base"
 	cp "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/bzImage-base"
-	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests-base" $(selftests_of base) \
+	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests-base" $(tests_of selftests base) \
 		> "$BUILD/logs/selftests-base.log" 2>&1 || die "base selftests do not build"
 	docs base
 	echo "base: built ($(wc -l < "$BUILD/warnings-base") distinct warnings known in the base itself)"
@@ -122,14 +122,15 @@ module_clippy() {
 # reference one (core::panicking, bounds checks, unwrap/expect failures).
 PANIC_SYMBOLS='panic|unwrap_failed|expect_failed|slice_.*fail|str_index|overflow'
 no_panic() {
-	local obj syms
+	local obj undef
 	for obj in "$BUILD/test/arch/x86/kvm/svm/sev_rs.o" "$BUILD/module/arch/x86/kvm/svm/sev_rs.o"; do
 		[ -f "$obj" ] || die "$obj was not built"
-		syms=$(llvm-nm -u "$obj"; llvm-nm -u -C "$obj")
-		if grep -Ei "$PANIC_SYMBOLS" <<<"$syms"; then
+		undef=$(llvm-nm -u "$obj")
+		# Raw (mangled) and demangled names, so either spelling matches.
+		if grep -Ei "$PANIC_SYMBOLS" <<<"$undef"$'\n'"$(llvm-nm -u -C "$obj")"; then
 			die "${obj#"$BUILD"/} references a panic path"
 		fi
-		echo "${obj#"$BUILD"/}: no panic path; calls only $(llvm-nm -u "$obj" | awk '{print $2}' | tr '\n' ' ')"
+		echo "${obj#"$BUILD"/}: no panic path; calls only $(awk '{print $2}' <<<"$undef" | xargs)"
 	done
 }
 
@@ -183,7 +184,7 @@ stage bisect-builds walk
 stage module-clippy-rustfmt module_clippy
 stage no-panic no_panic
 stage size-delta size_delta
-stage selftests-build "$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(selftests_of series) > "$BUILD/logs/selftests.log"
+stage selftests-build "$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(tests_of selftests series) > "$BUILD/logs/selftests.log"
 stage uapi "$TOP/scripts/check-uapi.sh" "$BUILD/selftests-base/usr" "$BUILD/selftests/usr"
 stage boot-base boot base "$BUILD/bzImage-base" "$BUILD/selftests-base"
 stage boot-series boot series "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/selftests"

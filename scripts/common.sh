@@ -133,15 +133,12 @@ build_logged() {
 		{ tail -40 "$log"; die "$what does not build (log: $log)"; }
 }
 
-# Selftests and KUnit suites of a kernel: upstream's on both, the series'
-# own on the series.
-selftests_of() {
-	list selftests.list
-	[ "$1" = base ] || list selftests-series.list
-}
-suites_of() {
-	list kunit-suites.list
-	[ "$1" = base ] || list kunit-suites-series.list
+# tests_of KIND base|series: the KVM selftests (KIND selftests) or KUnit
+# suites (KIND kunit-suites) of a kernel: tests/KIND.list on both, and
+# tests/KIND-series.list, the series' own, on the series.
+tests_of() {
+	list "$1.list"
+	[ "$2" = base ] || list "$1-series.list"
 }
 
 # boot NAME BZIMAGE SELFTEST_DIR: boot BZIMAGE with NAME's selftests
@@ -149,9 +146,9 @@ suites_of() {
 # build/logs/NAME.json.
 boot() {
 	local name=$1 kernel=$2 selftests=$3 args=() tests s
-	mapfile -t tests < <(selftests_of "$name")
+	mapfile -t tests < <(tests_of selftests "$name")
 	"$TOP/scripts/initramfs.sh" "$BUILD/initrd-$name.cpio.gz" "$selftests" "${tests[@]}"
-	for s in $(suites_of "$name"); do args+=(--suite "$s"); done
+	for s in $(tests_of kunit-suites "$name"); do args+=(--suite "$s"); done
 	for s in "${tests[@]}"; do args+=(--selftest "$s"); done
 	python3 "$TOP/scripts/run-tests.py" --kernel "$kernel" \
 		--initrd "$BUILD/initrd-$name.cpio.gz" --src "$BUILD/src" \
@@ -162,7 +159,7 @@ boot() {
 # boot_series: build the selftests of the series (build/src at its tip) and
 # boot the test kernel with them.
 boot_series() {
-	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(selftests_of series) > "$BUILD/selftests.log" 2>&1 ||
+	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests" $(tests_of selftests series) > "$BUILD/selftests.log" 2>&1 ||
 		{ tail -30 "$BUILD/selftests.log"; die "building the selftests failed (log: $BUILD/selftests.log)"; }
 	boot series "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/selftests"
 }
