@@ -366,10 +366,10 @@ mod tests {
         assert_eq!(offset_of!(Rc, flags), 20);
         assert_eq!(offset_of!(Rc, status), 21);
         assert_eq!(kvm::KVM_EXIT_VMGEXIT, 40);
-        assert_eq!(kvm::KVM_CAP_EXIT_VMGEXIT, 239);
+        assert_eq!(kvm::KVM_CAP_EXIT_VMGEXIT, 1024);
         assert_eq!(RET_GENERIC, 1 << 31);
         let cap = enable_cap_args();
-        assert_eq!(cap.cap, 239);
+        assert_eq!(cap.cap, 1024);
         assert_eq!(cap.args, [2, 0, 0, 0]);
         assert_eq!(cap.flags, 0);
     }
