@@ -26,7 +26,7 @@ CHECK_EQ(offsetof(struct kvm_run, vmgexit), 32);
 CHECK_EQ(offsetof(struct kvm_run, vmgexit), offsetof(struct kvm_run, hw));
 CHECK_EQ(sizeof(struct kvm_run), 2352);
 CHECK_EQ(KVM_EXIT_VMGEXIT, 40);
-CHECK_EQ(KVM_CAP_EXIT_VMGEXIT, 239);
+CHECK_EQ(KVM_CAP_EXIT_VMGEXIT, 1024);
 CHECK_EQ(KVM_USER_VMGEXIT_REQ_CERTS, 1);
 CHECK_EQ(KVM_USER_VMGEXIT_REQ_CERTS_ERROR_INVALID_LEN, 1);
 CHECK_EQ(KVM_USER_VMGEXIT_REQ_CERTS_ERROR_BUSY, 2);
@@ -40,10 +40,8 @@ static void answer(struct kvm_run *run, __u64 have_pages, __u64 need_pages)
 {
 	if (run->exit_reason != KVM_EXIT_VMGEXIT ||
 	    run->vmgexit.type != KVM_USER_VMGEXIT_REQ_CERTS ||
-	    run->vmgexit.req_certs.status != KVM_USER_VMGEXIT_REQ_CERTS_STATUS_PENDING) {
-		run->vmgexit.req_certs.ret = KVM_USER_VMGEXIT_REQ_CERTS_ERROR_GENERIC;
-		return;
-	}
+	    run->vmgexit.req_certs.status != KVM_USER_VMGEXIT_REQ_CERTS_STATUS_PENDING)
+		return;	/* e.g. the DONE exit: KVM reads no answer */
 	if (have_pages < need_pages) {
 		run->vmgexit.req_certs.data_npages = need_pages;
 		run->vmgexit.req_certs.ret = KVM_USER_VMGEXIT_REQ_CERTS_ERROR_INVALID_LEN;
@@ -74,9 +72,10 @@ int main(void)
 
 	run.vmgexit.req_certs.status = KVM_USER_VMGEXIT_REQ_CERTS_STATUS_DONE;
 	answer(&run, 4, 3);
-	failures += run.vmgexit.req_certs.ret != KVM_USER_VMGEXIT_REQ_CERTS_ERROR_GENERIC;
+	failures += run.vmgexit.req_certs.ret != 0;
 
 	/* The bytes a VMM reads and writes are where the ABI says. */
+	run.vmgexit.req_certs.ret = KVM_USER_VMGEXIT_REQ_CERTS_ERROR_GENERIC;
 	{
 		unsigned char *p = (unsigned char *)&run;
 		__u32 ret;
