@@ -1,42 +1,122 @@
-//! The VMM's answer to `KVM_EXIT_VMGEXIT` / `KVM_USER_VMGEXIT_REQ_CERTS`.
+//! The VMM's side of `KVM_EXIT_VMGEXIT` / `KVM_USER_VMGEXIT_REQ_CERTS`.
 //!
-//! Protocol (the series' `Documentation/virt/kvm/api.rst`): KVM fills
-//! `vmgexit.type = REQ_CERTS`, `req_certs.data_gpa` (guest RAX, page aligned),
-//! `req_certs.data_npages` (guest RBX), `flags = 0`, `status = PENDING` and exits.
-//! The VMM answers, before the next `KVM_RUN`, with one of
+//! # The contract (the series' `Documentation/virt/kvm/api.rst`)
 //!
-//! * blob written at `data_gpa`, `ret = 0`, optionally `flags |= NOTIFY_DONE` (keep
-//!   the certificate lock until KVM exits again with `status = DONE`);
-//! * `ret = INVALID_LEN` and `data_npages` = the exact number of pages needed;
-//! * `ret = BUSY`: the lock was not available in time, the guest retries in 2 s;
-//! * `ret = GENERIC`: anything else.
+//! When an SEV-SNP guest asks for an attestation report with certificates, KVM
+//! writes an empty certificate table (24 zero bytes) at the guest's buffer if
+//! the guest gave one (`data_npages != 0`), then exits with
+//! `exit_reason = KVM_EXIT_VMGEXIT`, `type = REQ_CERTS`, `data_gpa` and
+//! `data_npages` (the guest's RAX and RBX, untrusted), `ret = 0`, `flags = 0`,
+//! `status = PENDING`. The VMM answers in `ret` and `flags` (and, for
+//! INVALID_LEN only, `data_npages`), never in `type` or `status`, and runs the
+//! vCPU again:
 //!
-//! [`ReqCertsHandler::handle`] implements that over the bindgen-generated
-//! [`kvm_run`](crate::kvm::kvm_run), a [`CertSource`] (normally a
-//! [`BlobServer`]) and a [`GuestMemory`].
+//! * `ret` is one of 0, INVALID_LEN (1), BUSY (2), GENERIC (1 << 31); `flags` is
+//!   0 or NOTIFY_DONE (bit 0); INVALID_LEN needs a `data_npages` larger than the
+//!   guest's. Anything else makes `KVM_RUN` fail with `-EINVAL` and the request
+//!   stays pending. This handler writes only 0, INVALID_LEN or BUSY, and never
+//!   GENERIC: a Linux guest takes GENERIC as final and stops using its key to
+//!   the firmware until it reboots.
+//! * `ret = 0` means the buffer holds the certificate table: the VMM wrote the
+//!   whole table, or wrote nothing and left KVM's empty table. A host without
+//!   certificates answers 0 and writes nothing.
+//! * The VMM holds a shared lock on the certificate file from before it reads
+//!   it until KVM has finished with the request. After **every** return from
+//!   `KVM_RUN`, successful or failed: if `exit_reason` is `KVM_EXIT_VMGEXIT`
+//!   and `status` is PENDING, a request is pending and the lock is kept;
+//!   otherwise KVM has finished with it and the lock is released. KVM writes
+//!   `status = DONE` once it acted on the answer, also when `KVM_RUN` then
+//!   fails. With NOTIFY_DONE in `flags`, KVM exits once more, right after acting
+//!   (`status` DONE, `flags` 0); that exit is completed by simply running the
+//!   vCPU again, and KVM reads nothing from `vmgexit` then.
 //!
-//! Policy for inputs KVM should never produce (a buggy or hostile kernel, or a
-//! VMM bug): the handler never panics and never writes outside the documented
-//! fields. Unknown `type`: nothing is written, `Err(UnknownType)` (the layout of
-//! an unknown type is unknown). Unknown `status`: `ret = GENERIC`, `flags = 0`,
-//! `Err(BadStatus)`. `DONE` with no lock held: nothing to release,
-//! `Err(DoneWithoutLock)`. A new `PENDING` while a lock is still held for an
-//! earlier request (its `DONE` was lost): the old lock is released first and
-//! counted in [`ReqCertsHandler::stale_releases`]. `data_gpa` not page aligned,
-//! or `data_gpa + blob length` past 2^64, or a guest-memory write that fails:
-//! `ret = GENERIC`. A `data_npages` larger than needed (even `u64::MAX`) is fine:
-//! only the blob's bytes are written.
+//! # Using it
+//!
+//! One [`ReqCertsHandler`] per vCPU thread, each with its own [`CertSource`]
+//! (normally a [`BlobServer`]). The VMM passes every return of `KVM_RUN` to
+//! [`ReqCertsHandler::after_run`], which applies the lock rule, answers a new
+//! request, and says what to do next ([`Step`]). If the VMM stops running the
+//! vCPU (an error path), it calls [`ReqCertsHandler::release`] (dropping the
+//! handler does the same), so that the lock is never held forever.
+//!
+//! ```no_run
+//! use snp_certs::store::BlobServer;
+//! use snp_certs::vmgexit::{Errno, FlatMemory, ReqCertsHandler, Step};
+//! # fn kvm_run_ioctl() -> Result<(), Errno> { Ok(()) }
+//! # fn handle_other_exit(_: &mut snp_certs::kvm::kvm_run) {}
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut run = snp_certs::kvm::kvm_run::default();
+//! # let mut guest = FlatMemory::new(0, 4096);
+//! let mut certs = ReqCertsHandler::new(BlobServer::new("/var/lib/snp/certs".as_ref())?);
+//! loop {
+//!     let result = kvm_run_ioctl(); // ioctl(vcpu_fd, KVM_RUN, 0), errno on failure
+//!     match certs.after_run(&mut run, result, &mut guest) {
+//!         Ok(Step::Answered(_) | Step::Done) => {}
+//!         Ok(Step::NotOurs) => handle_other_exit(&mut run),
+//!         Ok(Step::StillPending { errno: Errno::EINTR }) => {}
+//!         Ok(Step::StillPending { .. } | Step::RunFailed { .. }) | Err(_) => {
+//!             certs.release(); // this vCPU will not run again
+//!             break;
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Answers
+//!
+//! For a new request ([`Answer`]):
+//!
+//! * the certificate file could be read and holds certificates, the buffer is
+//!   large enough and writable: the table is written at `data_gpa`, `ret = 0`,
+//!   `flags = NOTIFY_DONE` (or 0 with [`ReqCertsHandler::notify_done`]`(false)`),
+//!   and the lock is kept until KVM has finished with the request;
+//! * the file holds an empty table (no certificates): `ret = 0`, nothing written;
+//! * the table needs more than `data_npages` pages: `ret = INVALID_LEN`,
+//!   `data_npages` = the exact number of pages needed (always larger);
+//! * the lock is held by an updater past the bounded wait (or the path kept
+//!   being replaced): `ret = BUSY`, the guest retries;
+//! * the file cannot be used (missing, invalid table, I/O error): a **host
+//!   fault**, answered by the [`FaultPolicy`] (default: `ret = 0`, nothing
+//!   written, so the guest gets KVM's empty table), counted in
+//!   [`ReqCertsHandler::host_faults`] and returned with its reason for the log;
+//! * the guest's buffer cannot take the table (`data_gpa` not page aligned, or
+//!   the range past 2^64, or the guest-memory write failed, e.g. private memory
+//!   or outside every slot): `ret = 0`; after a failed write the empty table is
+//!   written back at `data_gpa` (best effort), in case the write got part of
+//!   the way.
+//!
+//! `data_gpa` and `data_npages` are untrusted: nothing is written beyond the
+//! table, nor beyond `data_npages` pages (checked arithmetic).
+//!
+//! The lock is held only for a request answered with certificates: the other
+//! answers give the firmware no certificates, so nothing can get out of step.
+//! On a new request the lock of the previous one (which KVM has finished with,
+//! since `KVM_RUN` returned a new exit) is released before it is taken anew for
+//! the new request, so that a guest that asks back to back cannot starve a
+//! waiting updater.
+//!
+//! Inputs a correct KVM never produces (a buggy or hostile kernel): an unknown
+//! `type` or a `status` that is neither PENDING nor DONE is refused with
+//! [`ExitError`], nothing is written, and the lock rule still applies (the lock
+//! is released). The handler never panics.
 
 use std::fmt;
 
 use crate::kvm;
 use crate::store::{BlobServer, StoreError};
-use crate::table::{self, PAGE_SIZE};
+use crate::table::{self, ENTRY_SIZE, PAGE_SIZE};
 
-/// `ret` values.
+pub use nix::errno::Errno;
+
+/// `ret`: the buffer holds the certificate table.
 pub const RET_OK: u32 = 0;
+/// `ret`: the buffer is too small; `data_npages` says how many pages are needed.
 pub const RET_INVALID_LEN: u32 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_ERROR_INVALID_LEN;
+/// `ret`: the VMM cannot answer now; the guest may retry.
 pub const RET_BUSY: u32 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_ERROR_BUSY;
+/// `ret`: the request failed for good. Part of the uapi; this handler never
+/// writes it (a Linux guest then disables its key to the firmware).
 pub const RET_GENERIC: u32 = kvm::KVM_USER_VMGEXIT_REQ_CERTS_ERROR_GENERIC;
 /// Narrows a uapi `#define` (bindgen makes them u32) for a `__u8` field; a value
 /// that does not fit is a compile-time error.
@@ -49,10 +129,18 @@ pub const FLAG_NOTIFY_DONE: u8 = u8_const(kvm::KVM_USER_VMGEXIT_REQ_CERTS_FLAGS_
 pub const STATUS_PENDING: u8 = u8_const(kvm::KVM_USER_VMGEXIT_REQ_CERTS_STATUS_PENDING);
 pub const STATUS_DONE: u8 = u8_const(kvm::KVM_USER_VMGEXIT_REQ_CERTS_STATUS_DONE);
 
+/// The empty certificate table KVM writes at `data_gpa` before the exit.
+const EMPTY_TABLE: [u8; ENTRY_SIZE] = [0; ENTRY_SIZE];
+
+/// The `req_certs` member of `kvm_run.vmgexit`.
+type ReqCerts = kvm::kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1;
+
 /// Guest memory as the handler needs it.
 pub trait GuestMemory {
     /// Writes `data` at guest physical address `gpa`. Must fail (not panic) for
-    /// any range that is not wholly backed guest RAM.
+    /// any range that is not wholly backed, shared guest RAM, and should then
+    /// write nothing. (If an implementation can fail part-way, the handler
+    /// writes the empty table back at `gpa`; see the module documentation.)
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemoryError>;
 }
 
@@ -76,6 +164,7 @@ impl fmt::Display for GuestMemoryError {
 impl std::error::Error for GuestMemoryError {}
 
 /// A flat guest RAM region `[base, base + len)`, as in tests and simple VMMs.
+/// Writes are all or nothing.
 #[derive(Clone, Debug)]
 pub struct FlatMemory {
     pub base: u64,
@@ -117,7 +206,8 @@ impl GuestMemory for FlatMemory {
 /// Where the certificate blob comes from.
 pub trait CertSource {
     /// Takes the (shared) lock and returns the current blob, which must be a
-    /// valid table. The lock stays held until [`release`](Self::release).
+    /// valid table. The lock stays held until [`release`](Self::release). On
+    /// error no lock is held.
     fn acquire(&mut self) -> Result<&[u8], SourceError>;
     /// Releases the lock, if held. Must not fail.
     fn release(&mut self);
@@ -126,17 +216,19 @@ pub trait CertSource {
 /// Why a source could not give the blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceError {
-    /// The lock could not be had within the bounded wait: answer BUSY.
+    /// A transient condition: the lock was held by an updater past the bounded
+    /// wait, or the path kept being replaced. Answered BUSY.
     Busy,
-    /// Anything else (missing file, invalid table, I/O error): answer GENERIC.
-    Failed(String),
+    /// The certificate file cannot be used (missing, invalid table, I/O
+    /// error): a host fault, answered by the handler's [`FaultPolicy`].
+    Unavailable(String),
 }
 
 impl CertSource for BlobServer {
     fn acquire(&mut self) -> Result<&[u8], SourceError> {
         BlobServer::acquire(self).map_err(|e| match e {
-            StoreError::Busy => SourceError::Busy,
-            e => SourceError::Failed(e.to_string()),
+            StoreError::Busy | StoreError::Unstable(_) => SourceError::Busy,
+            e => SourceError::Unavailable(e.to_string()),
         })
     }
     fn release(&mut self) {
@@ -144,51 +236,115 @@ impl CertSource for BlobServer {
     }
 }
 
-/// What the handler answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Blob written, `ret = 0`; `holding` if NOTIFY_DONE was set and the lock is
-    /// kept until the DONE exit.
-    Served { len: usize, holding: bool },
-    /// `ret = INVALID_LEN`, `data_npages = needed`.
-    TooSmall { needed: u64, given: u64 },
-    /// `ret = BUSY`.
+/// How the handler answers a host fault ([`SourceError::Unavailable`]: the
+/// certificate file is missing, not a valid table, or cannot be read).
+///
+/// Never GENERIC: a Linux guest takes every error but INVALID_LEN and BUSY as
+/// final and stops using its key to the firmware until it reboots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FaultPolicy {
+    /// `ret = 0` and nothing written: the guest gets KVM's empty table and an
+    /// attestation report without certificates, as from a host that has none.
+    /// The default: the guest keeps working, and the fault is reported to the
+    /// VMM ([`Answer::HostFault`], [`ReqCertsHandler::host_faults`]).
+    #[default]
+    EmptyTable,
+    /// `ret = BUSY`: the guest retries. Only for faults the operator expects to
+    /// clear within the guest's patience: a Linux guest retries every 2 s for
+    /// up to 60 s and then treats the request as failed for good.
     Busy,
-    /// `ret = GENERIC`, with the reason.
-    Failed(String),
-    /// DONE exit: the lock held since the PENDING exit was released.
-    Released,
 }
 
-/// Exits the handler refuses (see the module documentation for what it wrote).
+impl FaultPolicy {
+    /// The `ret` this policy answers.
+    pub fn ret(self) -> u32 {
+        match self {
+            FaultPolicy::EmptyTable => RET_OK,
+            FaultPolicy::Busy => RET_BUSY,
+        }
+    }
+}
+
+/// The answer the handler wrote for a new request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `ret = 0`, the `len`-byte table written at `data_gpa`, `flags` =
+    /// NOTIFY_DONE if `notify_done`. The lock is held until KVM has finished
+    /// with the request.
+    Certificates { len: usize, notify_done: bool },
+    /// `ret = 0`, nothing written: the certificate file holds an empty table.
+    NoCertificates,
+    /// `ret = INVALID_LEN`, `data_npages = needed` (> `given`), nothing written.
+    TooSmall { needed: u64, given: u64 },
+    /// `ret = BUSY`: the lock was not had within the bounded wait.
+    Busy,
+    /// The certificate file cannot be used; answered by `policy` (`ret = 0`
+    /// and nothing written, or `ret = BUSY`). `reason` is for the VMM's log.
+    HostFault { reason: String, policy: FaultPolicy },
+    /// The guest's buffer cannot take the table: `ret = 0`; at most KVM's empty
+    /// table was written back. `reason` is for the VMM's log.
+    BadBuffer { reason: String },
+}
+
+impl Answer {
+    /// The `ret` value this answer wrote.
+    pub fn ret(&self) -> u32 {
+        match self {
+            Answer::Certificates { .. } | Answer::NoCertificates | Answer::BadBuffer { .. } => {
+                RET_OK
+            }
+            Answer::TooSmall { .. } => RET_INVALID_LEN,
+            Answer::Busy => RET_BUSY,
+            Answer::HostFault { policy, .. } => policy.ret(),
+        }
+    }
+}
+
+/// What a return of `KVM_RUN` meant, and what the VMM does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// `KVM_RUN` returned a new certificate request; the answer is in
+    /// `kvm_run`. Run the vCPU again.
+    Answered(Answer),
+    /// The DONE exit (`status` DONE): KVM has finished with the request and
+    /// the lock is released. Nothing was written; run the vCPU again.
+    Done,
+    /// `KVM_RUN` failed with `errno` and the request is still pending (KVM
+    /// failed before it acted on the answer, or refused it with `EINVAL`). The
+    /// answer stays in `kvm_run` and the lock, if held, is kept: run the vCPU
+    /// again (e.g. after `EINTR`), or, if it will not run again, call
+    /// [`ReqCertsHandler::release`].
+    StillPending { errno: Errno },
+    /// `KVM_RUN` failed with `errno` and no request is pending (KVM had
+    /// finished with it, or there was none); the lock is released.
+    RunFailed { errno: Errno },
+    /// Another exit: the VMM handles it as usual. The lock is released.
+    NotOurs,
+}
+
+/// Exits a correct KVM never produces. Nothing was written; the lock is
+/// released.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExitError {
-    /// `exit_reason` is not `KVM_EXIT_VMGEXIT`; `kvm_run` untouched.
-    NotVmgexit(u32),
-    /// `vmgexit.type` is not REQ_CERTS; `kvm_run` untouched.
+    /// `KVM_EXIT_VMGEXIT` with a `type` other than REQ_CERTS.
     UnknownType(u32),
-    /// `status` is neither PENDING nor DONE; answered GENERIC.
+    /// REQ_CERTS with a `status` that is neither PENDING nor DONE.
     BadStatus(u8),
-    /// DONE exit with no lock held; `kvm_run` untouched.
-    DoneWithoutLock,
 }
 
 impl fmt::Display for ExitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExitError::NotVmgexit(r) => write!(f, "exit reason {r} is not KVM_EXIT_VMGEXIT"),
             ExitError::UnknownType(t) => write!(f, "unknown KVM_EXIT_VMGEXIT type {t}"),
             ExitError::BadStatus(s) => write!(f, "invalid REQ_CERTS status {s}"),
-            ExitError::DoneWithoutLock => {
-                write!(f, "REQ_CERTS DONE exit without a pending request")
-            }
         }
     }
 }
 
 impl std::error::Error for ExitError {}
 
-/// The `KVM_ENABLE_CAP` argument that opts the VM in to certificate exits.
+/// The `KVM_ENABLE_CAP` argument (VM ioctl) that opts the VM in to certificate
+/// exits: `cap = KVM_CAP_EXIT_VMGEXIT`, `args[0] = 1 << KVM_USER_VMGEXIT_REQ_CERTS`.
 pub fn enable_cap_args() -> kvm::kvm_enable_cap {
     let mut cap = kvm::kvm_enable_cap {
         cap: kvm::KVM_CAP_EXIT_VMGEXIT,
@@ -198,30 +354,136 @@ pub fn enable_cap_args() -> kvm::kvm_enable_cap {
     cap
 }
 
+/// What `kvm_run` shows.
+enum View<'a> {
+    /// Not `KVM_EXIT_VMGEXIT`.
+    Other,
+    /// `KVM_EXIT_VMGEXIT` of another type.
+    UnknownType(u32),
+    /// A certificate request (PENDING, DONE, or an invalid status).
+    ReqCerts(&'a mut ReqCerts),
+}
+
+fn view(run: &mut kvm::kvm_run) -> View<'_> {
+    if run.exit_reason != kvm::KVM_EXIT_VMGEXIT {
+        return View::Other;
+    }
+    // SAFETY: exit_reason is KVM_EXIT_VMGEXIT, so `vmgexit` is the union member
+    // KVM wrote; it consists only of integer fields, for which every bit
+    // pattern is valid, so the access is sound whatever the bytes are.
+    let vg = unsafe { &mut run.__bindgen_anon_1.vmgexit };
+    if vg.type_ != kvm::KVM_USER_VMGEXIT_REQ_CERTS {
+        return View::UnknownType(vg.type_);
+    }
+    // SAFETY: type is REQ_CERTS, so `req_certs` is the active member; integer
+    // fields only, every bit pattern valid.
+    View::ReqCerts(unsafe { &mut vg.__bindgen_anon_1.req_certs })
+}
+
+/// The contract's test after a return of `KVM_RUN`: does `kvm_run` show a
+/// pending certificate request (`exit_reason` KVM_EXIT_VMGEXIT, `type`
+/// REQ_CERTS, `status` PENDING)? If so the VMM keeps its lock; if not, KVM has
+/// finished with the request and the VMM releases it.
+pub fn request_pending(run: &kvm::kvm_run) -> bool {
+    if run.exit_reason != kvm::KVM_EXIT_VMGEXIT {
+        return false;
+    }
+    // SAFETY: as in `view`: the vmgexit member is active and integer-only.
+    let vg = unsafe { &run.__bindgen_anon_1.vmgexit };
+    if vg.type_ != kvm::KVM_USER_VMGEXIT_REQ_CERTS {
+        return false;
+    }
+    // SAFETY: as in `view`: req_certs is active and integer-only.
+    let status = unsafe { vg.__bindgen_anon_1.req_certs.status };
+    status == STATUS_PENDING
+}
+
+/// Whether the table needs no space: a valid table whose first entry is the
+/// all-zero terminator has no certificates.
+fn is_empty_table(blob: &[u8]) -> bool {
+    blob.get(..ENTRY_SIZE)
+        .is_some_and(|first| first.iter().all(|&b| b == 0))
+}
+
+/// Where the blob went.
+enum Placed {
+    Written(usize),
+    Empty,
+    TooSmall(u64),
+    Bad(String),
+}
+
+/// Writes `blob` into the guest's buffer if it is a table with certificates,
+/// fits in `npages` pages and the buffer is writable.
+fn place(blob: &[u8], gpa: u64, npages: u64, mem: &mut dyn GuestMemory) -> Placed {
+    if is_empty_table(blob) {
+        return Placed::Empty;
+    }
+    let len = blob.len();
+    let Ok(len64) = u64::try_from(len) else {
+        return Placed::Bad(format!("a {len}-byte table cannot be placed"));
+    };
+    // The buffer's size in bytes; past u64::MAX any table fits.
+    let fits = match npages.checked_mul(PAGE_SIZE) {
+        Some(cap) => len64 <= cap,
+        None => true,
+    };
+    if !fits {
+        // len > npages * 4096, so the page count needed is larger than npages.
+        return Placed::TooSmall(table::pages_needed(len));
+    }
+    if gpa % PAGE_SIZE != 0 {
+        return Placed::Bad(format!("data_gpa {gpa:#x} is not page aligned"));
+    }
+    if gpa.checked_add(len64).is_none() {
+        return Placed::Bad(format!("data_gpa {gpa:#x} + {len} bytes is past 2^64"));
+    }
+    match mem.write(gpa, blob) {
+        Ok(()) => Placed::Written(len),
+        Err(e) => {
+            // The table fits, so npages >= 1 and KVM wrote its empty table
+            // here: put it back in case the write got part of the way (24
+            // bytes, inside the first page). Best effort.
+            let _ = mem.write(gpa, &EMPTY_TABLE);
+            Placed::Bad(e.to_string())
+        }
+    }
+}
+
 /// Per-vCPU handler state (one per vCPU thread, each with its own source).
 pub struct ReqCertsHandler<S: CertSource> {
     source: S,
     notify_done: bool,
+    policy: FaultPolicy,
     holding: bool,
-    stale_releases: u64,
+    host_faults: u64,
 }
 
 impl<S: CertSource> ReqCertsHandler<S> {
-    /// A handler that asks for NOTIFY_DONE (keeps the lock until firmware got
-    /// the request), as the kernel documentation recommends.
+    /// A handler that asks for NOTIFY_DONE, so that the lock is released as soon
+    /// as KVM has acted on the answer, and answers host faults with
+    /// [`FaultPolicy::EmptyTable`].
     pub fn new(source: S) -> Self {
         ReqCertsHandler {
             source,
             notify_done: true,
+            policy: FaultPolicy::default(),
             holding: false,
-            stale_releases: 0,
+            host_faults: 0,
         }
     }
 
-    /// Whether to set NOTIFY_DONE (default true). Without it the lock is released
-    /// as soon as the blob is copied.
+    /// Whether to set NOTIFY_DONE (default true). Without it the lock is held
+    /// until the vCPU's next return from `KVM_RUN`, which may come much later
+    /// (most exits are handled inside KVM): updaters wait that long.
     pub fn notify_done(mut self, on: bool) -> Self {
         self.notify_done = on;
+        self
+    }
+
+    /// How to answer host faults (default [`FaultPolicy::EmptyTable`]).
+    pub fn fault_policy(mut self, policy: FaultPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -229,120 +491,120 @@ impl<S: CertSource> ReqCertsHandler<S> {
         &self.source
     }
 
-    /// Lock held for an answered request whose DONE exit has not come yet.
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// Whether the lock is held for a request KVM has not finished with.
     pub fn is_holding(&self) -> bool {
         self.holding
     }
 
-    /// PENDING exits that arrived while a previous request still held the lock.
-    pub fn stale_releases(&self) -> u64 {
-        self.stale_releases
+    /// Requests answered by the [`FaultPolicy`] so far.
+    pub fn host_faults(&self) -> u64 {
+        self.host_faults
     }
 
-    /// Handles one exit. See the module documentation.
-    pub fn handle(
-        &mut self,
-        run: &mut kvm::kvm_run,
-        mem: &mut dyn GuestMemory,
-    ) -> Result<Outcome, ExitError> {
-        if run.exit_reason != kvm::KVM_EXIT_VMGEXIT {
-            return Err(ExitError::NotVmgexit(run.exit_reason));
-        }
-        // SAFETY: exit_reason is KVM_EXIT_VMGEXIT, so `vmgexit` is the union member
-        // KVM wrote; it consists only of integer fields, for which every bit
-        // pattern is valid, so the access is sound whatever the bytes are.
-        let vg = unsafe { &mut run.__bindgen_anon_1.vmgexit };
-        if vg.type_ != kvm::KVM_USER_VMGEXIT_REQ_CERTS {
-            return Err(ExitError::UnknownType(vg.type_));
-        }
-        // SAFETY: type is REQ_CERTS, so `req_certs` is the active member; integer
-        // fields only, every bit pattern valid.
-        let rc = unsafe { &mut vg.__bindgen_anon_1.req_certs };
-        match rc.status {
-            STATUS_PENDING => {}
-            STATUS_DONE => {
-                if !self.holding {
-                    return Err(ExitError::DoneWithoutLock);
-                }
-                self.holding = false;
-                self.source.release();
-                return Ok(Outcome::Released);
-            }
-            s => {
-                rc.ret = RET_GENERIC;
-                rc.flags = 0;
-                return Err(ExitError::BadStatus(s));
-            }
-        }
+    /// Releases the lock, if held. For a VMM that stops running the vCPU (an
+    /// error path): the request can then no longer reach the firmware. Do not
+    /// run the vCPU again with a request pending after this. Dropping the
+    /// handler does the same.
+    pub fn release(&mut self) {
         if self.holding {
-            // The DONE exit for the previous request never came: do not leak it.
             self.holding = false;
             self.source.release();
-            self.stale_releases = self.stale_releases.saturating_add(1);
         }
-        rc.flags = 0;
+    }
+
+    /// To be called after **every** return of `KVM_RUN` on this vCPU, with its
+    /// result (`Err(errno)` if the ioctl failed). Applies the lock rule, answers
+    /// a new certificate request in `run` (writing the table through `mem`), and
+    /// says what to do next. See the module documentation.
+    pub fn after_run(
+        &mut self,
+        run: &mut kvm::kvm_run,
+        result: Result<(), Errno>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Step, ExitError> {
+        let pending = request_pending(run);
+        if let Err(errno) = result {
+            if pending {
+                return Ok(Step::StillPending { errno });
+            }
+            self.release();
+            return Ok(Step::RunFailed { errno });
+        }
+        // A successful return is a new exit: KVM has finished with any earlier
+        // request (it acted on the answer before the guest could run again).
+        self.release();
+        match view(run) {
+            View::Other => Ok(Step::NotOurs),
+            View::UnknownType(t) => Err(ExitError::UnknownType(t)),
+            View::ReqCerts(rc) => match rc.status {
+                STATUS_PENDING => Ok(Step::Answered(self.answer(rc, mem))),
+                STATUS_DONE => Ok(Step::Done),
+                s => Err(ExitError::BadStatus(s)),
+            },
+        }
+    }
+
+    /// Answers a new PENDING request. Writes `ret` and `flags` (and
+    /// `data_npages` for INVALID_LEN) only.
+    fn answer(&mut self, rc: &mut ReqCerts, mem: &mut dyn GuestMemory) -> Answer {
         let gpa = rc.data_gpa;
         let given = rc.data_npages;
-        if gpa % PAGE_SIZE != 0 {
-            rc.ret = RET_GENERIC;
-            return Ok(Outcome::Failed(format!(
-                "data_gpa {gpa:#x} is not page aligned"
-            )));
-        }
-        let blob = match self.source.acquire() {
-            Ok(b) => b,
+        rc.flags = 0;
+        let placed = match self.source.acquire() {
+            Ok(blob) => place(blob, gpa, given, mem),
             Err(SourceError::Busy) => {
                 rc.ret = RET_BUSY;
-                return Ok(Outcome::Busy);
+                return Answer::Busy;
             }
-            Err(SourceError::Failed(why)) => {
-                rc.ret = RET_GENERIC;
-                return Ok(Outcome::Failed(why));
+            Err(SourceError::Unavailable(reason)) => {
+                self.host_faults = self.host_faults.saturating_add(1);
+                rc.ret = self.policy.ret();
+                return Answer::HostFault {
+                    reason,
+                    policy: self.policy,
+                };
             }
         };
-        let len = blob.len();
-        let needed = table::pages_needed(len);
-        if given < needed {
-            self.source.release();
-            rc.data_npages = needed;
-            rc.ret = RET_INVALID_LEN;
-            return Ok(Outcome::TooSmall { needed, given });
+        // The source holds the lock now.
+        self.holding = true;
+        match placed {
+            Placed::Written(len) => {
+                rc.ret = RET_OK;
+                if self.notify_done {
+                    rc.flags = FLAG_NOTIFY_DONE;
+                }
+                Answer::Certificates {
+                    len,
+                    notify_done: self.notify_done,
+                }
+            }
+            Placed::Empty => {
+                self.release();
+                rc.ret = RET_OK;
+                Answer::NoCertificates
+            }
+            Placed::TooSmall(needed) => {
+                self.release();
+                rc.data_npages = needed;
+                rc.ret = RET_INVALID_LEN;
+                Answer::TooSmall { needed, given }
+            }
+            Placed::Bad(reason) => {
+                self.release();
+                rc.ret = RET_OK;
+                Answer::BadBuffer { reason }
+            }
         }
-        let fits = u64::try_from(len)
-            .ok()
-            .and_then(|l| gpa.checked_add(l))
-            .is_some();
-        if !fits {
-            self.source.release();
-            rc.ret = RET_GENERIC;
-            return Ok(Outcome::Failed(format!(
-                "data_gpa {gpa:#x} + {len} bytes overflows"
-            )));
-        }
-        if let Err(e) = mem.write(gpa, blob) {
-            self.source.release();
-            rc.ret = RET_GENERIC;
-            return Ok(Outcome::Failed(e.to_string()));
-        }
-        rc.ret = RET_OK;
-        if self.notify_done {
-            rc.flags = FLAG_NOTIFY_DONE;
-            self.holding = true;
-        } else {
-            self.source.release();
-        }
-        Ok(Outcome::Served {
-            len,
-            holding: self.holding,
-        })
     }
 }
 
 impl<S: CertSource> Drop for ReqCertsHandler<S> {
     fn drop(&mut self) {
-        if self.holding {
-            self.source.release();
-        }
+        self.release();
     }
 }
 
@@ -372,6 +634,69 @@ mod tests {
         assert_eq!(cap.cap, 1024);
         assert_eq!(cap.args, [2, 0, 0, 0]);
         assert_eq!(cap.flags, 0);
+    }
+
+    /// Guest memory that writes the first `room` bytes of a write, then fails.
+    struct PartialMemory {
+        inner: FlatMemory,
+        room: usize,
+    }
+
+    impl GuestMemory for PartialMemory {
+        fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemoryError> {
+            if data.len() <= self.room {
+                return self.inner.write(gpa, data);
+            }
+            self.inner.write(gpa, &data[..self.room])?;
+            Err(GuestMemoryError {
+                gpa,
+                len: data.len(),
+            })
+        }
+    }
+
+    #[test]
+    fn failed_write_puts_the_empty_table_back() {
+        let blob = crate::table::Builder::new()
+            .add_kind(crate::table::CertKind::Vcek, vec![7; 3000])
+            .build()
+            .unwrap();
+        let mut mem = PartialMemory {
+            inner: FlatMemory::new(0x1000, 0x2000),
+            room: 100,
+        };
+        mem.inner.bytes.fill(0xee);
+        // KVM's empty table at the buffer
+        mem.inner.bytes[..24].fill(0);
+        assert!(matches!(place(&blob, 0x1000, 1, &mut mem), Placed::Bad(_)));
+        assert_eq!(mem.inner.read(0x1000, 24), Some(&[0u8; 24][..]));
+        // bytes 24..100 of the table stay behind the terminator; nothing past
+        // the part written changed
+        assert_eq!(mem.inner.read(0x1000 + 24, 76), Some(&blob[24..100]));
+        assert!(mem.inner.bytes[100..].iter().all(|&b| b == 0xee));
+    }
+
+    #[test]
+    fn empty_table_and_pending() {
+        assert!(is_empty_table(&[0; 24]));
+        assert!(is_empty_table(&[0; 4096]));
+        let mut t = [0u8; 48];
+        t[0] = 1;
+        assert!(!is_empty_table(&t));
+        assert!(!is_empty_table(&[0; 23]));
+
+        let mut run = kvm_run::default();
+        assert!(!request_pending(&run));
+        run.exit_reason = 40;
+        assert!(!request_pending(&run)); // type 0
+        run.__bindgen_anon_1.vmgexit.type_ = 1;
+        assert!(request_pending(&run)); // status 0 = PENDING
+        run.__bindgen_anon_1
+            .vmgexit
+            .__bindgen_anon_1
+            .req_certs
+            .status = 1;
+        assert!(!request_pending(&run)); // DONE
     }
 
     #[test]

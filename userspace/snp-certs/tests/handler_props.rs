@@ -1,154 +1,218 @@
-//! Property test of the exit handler: arbitrary kvm_run contents (exit reason,
-//! type, status, flags, gpa, npages) and source behaviour never make it panic,
-//! and every answer is the one the protocol defines.
+//! Property tests of the exit handler.
+//!
+//! 1. Any `kvm_run` contents (exit reason, type, status, flags, ret, gpa,
+//!    npages), any `KVM_RUN` result and any source behaviour, several returns
+//!    in a row: no panic, and every call does what the contract says
+//!    (`common::check_after_run`: the lock rule, the closed set of answers,
+//!    nothing written but the answer, nothing beyond the table or the guest's
+//!    pages).
+//! 2. Against a simulated KVM that follows the contract, with failures
+//!    injected before and after KVM acts: every firmware call that gets
+//!    certificates happens under the lock, the lock is never held when KVM has
+//!    no pending request, and KVM never refuses an answer of the handler.
 
+mod common;
+
+use common::*;
 use proptest::prelude::*;
-use snp_certs::kvm::{self, kvm_run};
-use snp_certs::table::{self, Builder, CertKind};
+use snp_certs::kvm::kvm_run;
+use snp_certs::table::{Builder, CertKind};
 use snp_certs::vmgexit::*;
 
-/// A source that serves a fixed blob, or fails as told, and tracks the lock.
-struct Mock {
-    blob: Vec<u8>,
-    mode: u8, // 0 ok, 1 busy, 2 failed
-    held: bool,
-    acquires: u32,
-}
-
-impl CertSource for Mock {
-    fn acquire(&mut self) -> Result<&[u8], SourceError> {
-        assert!(!self.held, "acquire while held: the handler leaked a lock");
-        match self.mode {
-            1 => Err(SourceError::Busy),
-            2 => Err(SourceError::Failed("injected".into())),
-            _ => {
-                self.held = true;
-                self.acquires += 1;
-                Ok(&self.blob)
-            }
-        }
-    }
-    fn release(&mut self) {
-        self.held = false;
-    }
-}
-
 const BASE: u64 = 0x4000_0000;
-const MEM: usize = 6 * 4096;
+const MEM_PAGES: u64 = 6;
+const FILL: u8 = 0x5a;
 
-fn run_with(reason: u32, ty: u32, status: u8, flags: u8, gpa: u64, npages: u64) -> kvm_run {
-    let mut run = kvm_run {
-        exit_reason: reason,
-        ..Default::default()
-    };
-    run.__bindgen_anon_1.vmgexit.type_ = ty;
-    run.__bindgen_anon_1
-        .vmgexit
-        .__bindgen_anon_1
-        .req_certs
-        .data_gpa = gpa;
-    run.__bindgen_anon_1
-        .vmgexit
-        .__bindgen_anon_1
-        .req_certs
-        .data_npages = npages;
-    run.__bindgen_anon_1
-        .vmgexit
-        .__bindgen_anon_1
-        .req_certs
-        .status = status;
-    run.__bindgen_anon_1
-        .vmgexit
-        .__bindgen_anon_1
-        .req_certs
-        .flags = flags;
-    run.__bindgen_anon_1.vmgexit.__bindgen_anon_1.req_certs.ret = 0x5a5a_5a5a;
-    run
+fn table(data_len: usize) -> Vec<u8> {
+    if data_len == 0 {
+        return vec![0; 24]; // no certificates
+    }
+    Builder::new()
+        .add_kind(CertKind::Vcek, vec![0xc3; data_len])
+        .build()
+        .unwrap()
 }
 
-fn fields(run: &kvm_run) -> (u64, u64, u32, u8, u8) {
-    // SAFETY: integer-only union fields, any bit pattern is valid.
-    let r = unsafe { run.__bindgen_anon_1.vmgexit.__bindgen_anon_1.req_certs };
-    (r.data_gpa, r.data_npages, r.ret, r.flags, r.status)
+/// Certificate bytes: none (an empty table), any, or a table of one page
+/// multiple and a byte either side (the table has two 24-byte entries).
+fn data_len_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        1 => Just(0usize),
+        4 => 1usize..12000,
+        2 => (1usize..4, 0usize..3).prop_map(|(pages, d)| pages * 4096 - 48 - 1 + d),
+    ]
+}
+
+fn memory() -> RecordingMemory {
+    RecordingMemory::new(BASE, (MEM_PAGES * PAGE) as usize, FILL)
 }
 
 fn gpa_strategy() -> impl Strategy<Value = u64> {
     prop_oneof![
-        (0u64..6).prop_map(|p| BASE + p * 4096),
-        any::<u64>(),
-        (0u64..16).prop_map(|k| u64::MAX - k * 4096 - 4095),
-        Just(BASE + 12),
+        4 => (0u64..MEM_PAGES + 2).prop_map(|p| BASE + p * PAGE),
+        1 => any::<u64>(),
+        1 => (0u64..16).prop_map(|k| u64::MAX - k * PAGE - (PAGE - 1)),
+        1 => Just(0),
+        1 => Just(BASE + 12),
     ]
 }
 
+/// Page counts: small, any, and ones whose size in bytes is 2^64 or more
+/// (2^52 + k pages: a 64-bit multiplication by 4096 wraps to k pages).
 fn npages_strategy() -> impl Strategy<Value = u64> {
-    prop_oneof![0u64..8, any::<u64>(), Just(u64::MAX)]
+    prop_oneof![
+        4 => 0u64..8,
+        1 => any::<u64>(),
+        1 => Just(u64::MAX),
+        1 => (0u64..4).prop_map(|k| (1u64 << 52) + k),
+    ]
+}
+
+fn result_strategy() -> impl Strategy<Value = Result<(), Errno>> {
+    prop_oneof![
+        4 => Just(Ok(())),
+        1 => Just(Err(Errno::EINTR)),
+        1 => Just(Err(Errno::EINVAL)),
+        1 => Just(Err(Errno::EFAULT)),
+    ]
+}
+
+fn mode_strategy() -> impl Strategy<Value = Mode> {
+    prop_oneof![
+        4 => Just(Mode::Serve),
+        1 => Just(Mode::Busy),
+        1 => Just(Mode::Unavailable),
+    ]
+}
+
+fn policy_strategy() -> impl Strategy<Value = FaultPolicy> {
+    prop_oneof![Just(FaultPolicy::EmptyTable), Just(FaultPolicy::Busy)]
+}
+
+fn fields_strategy() -> impl Strategy<Value = Fields> {
+    (
+        prop_oneof![4 => Just(EXIT_VMGEXIT), 1 => any::<u32>()],
+        prop_oneof![4 => Just(TYPE_REQ_CERTS), 1 => any::<u32>()],
+        prop_oneof![3 => Just(PENDING), 2 => Just(DONE), 1 => any::<u8>()],
+        any::<u8>(),
+        any::<u32>(),
+        gpa_strategy(),
+        npages_strategy(),
+    )
+        .prop_map(
+            |(exit_reason, ty, status, flags, ret, gpa, npages)| Fields {
+                exit_reason,
+                ty,
+                gpa,
+                npages,
+                ret,
+                flags,
+                status,
+            },
+        )
+}
+
+/// One `after_run` call, checked.
+fn call(
+    h: &mut ReqCertsHandler<Mock>,
+    run: &mut kvm_run,
+    mem: &mut RecordingMemory,
+    result: Result<(), Errno>,
+    policy: FaultPolicy,
+    notify: bool,
+) -> Result<Result<Step, ExitError>, String> {
+    let before = fields(run);
+    let held_before = h.is_holding();
+    mem.writes.clear();
+    let step = h.after_run(run, result, mem);
+    let blob = h.source().blob.clone();
+    check_after_run(&Call {
+        before,
+        after: fields(run),
+        result,
+        step: &step,
+        held_before,
+        held_after: h.is_holding(),
+        source_held: h.source().held,
+        blob: &blob,
+        mode: h.source().mode,
+        notify,
+        policy,
+        mem,
+        writes: &mem.writes,
+    })?;
+    Ok(step)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_exit_gets_a_defined_answer(
-        reason in prop_oneof![Just(kvm::KVM_EXIT_VMGEXIT), any::<u32>()],
-        ty in prop_oneof![Just(kvm::KVM_USER_VMGEXIT_REQ_CERTS), any::<u32>()],
-        status in prop_oneof![Just(STATUS_PENDING), Just(STATUS_DONE), any::<u8>()],
-        flags in any::<u8>(),
-        gpa in gpa_strategy(),
-        npages in npages_strategy(),
-        mode in 0u8..3,
-        data_len in 1usize..12000,
+    fn any_return_of_kvm_run_gets_the_contracts_answer(
+        data_len in data_len_strategy(),
         notify in any::<bool>(),
-        steps in 1usize..4,
+        policy in policy_strategy(),
+        steps in prop::collection::vec((fields_strategy(), result_strategy(), mode_strategy()), 1..6),
     ) {
-        let blob = Builder::new().add_kind(CertKind::Vcek, vec![0xc3; data_len]).build().unwrap();
-        let need = table::pages_needed(blob.len());
-        let mut h = ReqCertsHandler::new(Mock { blob: blob.clone(), mode, held: false, acquires: 0 }).notify_done(notify);
-        let mut mem = FlatMemory::new(BASE, MEM);
-        for _ in 0..steps {
-            let mut run = run_with(reason, ty, status, flags, gpa, npages);
-            let before = fields(&run);
-            let was_holding = h.is_holding();
-            let out = h.handle(&mut run, &mut mem);
-            let after = fields(&run);
-            match out {
-                Err(ExitError::NotVmgexit(_)) | Err(ExitError::UnknownType(_)) | Err(ExitError::DoneWithoutLock) => {
-                    prop_assert_eq!(after, before);
-                }
-                Err(ExitError::BadStatus(s)) => {
-                    prop_assert!(s != STATUS_PENDING && s != STATUS_DONE);
-                    prop_assert_eq!(after.2, RET_GENERIC);
-                    prop_assert_eq!(after.3, 0);
-                }
-                Ok(Outcome::Released) => {
-                    prop_assert!(was_holding);
-                    prop_assert!(!h.is_holding());
-                    prop_assert_eq!(after, before);
-                }
-                Ok(Outcome::Served { len, holding }) => {
-                    prop_assert_eq!(after.2, RET_OK);
-                    prop_assert_eq!(len, blob.len());
-                    prop_assert!(npages >= need);
-                    prop_assert_eq!(gpa % 4096, 0);
-                    prop_assert_eq!(mem.read(gpa, len), Some(blob.as_slice()));
-                    prop_assert_eq!(holding, notify);
-                    prop_assert_eq!(after.3, if notify { FLAG_NOTIFY_DONE } else { 0 });
-                }
-                Ok(Outcome::TooSmall { needed, given }) => {
-                    prop_assert_eq!(after.2, RET_INVALID_LEN);
-                    prop_assert_eq!(needed, need);
-                    prop_assert_eq!(given, npages);
-                    prop_assert_eq!(after.1, need);
-                    prop_assert!(npages < need);
-                }
-                Ok(Outcome::Busy) => {
-                    prop_assert_eq!(mode, 1);
-                    prop_assert_eq!(after.2, RET_BUSY);
-                }
-                Ok(Outcome::Failed(_)) => prop_assert_eq!(after.2, RET_GENERIC),
-            }
-            // The source's lock is held exactly when the handler says so.
-            prop_assert_eq!(h.source().held, h.is_holding());
+        let mut h = ReqCertsHandler::new(Mock::new(table(data_len)))
+            .notify_done(notify)
+            .fault_policy(policy);
+        let mut mem = memory();
+        let mut run = kvm_run::default();
+        for (f, result, mode) in steps {
+            set_fields(&mut run, f);
+            h.source_mut().mode = mode;
+            let r = call(&mut h, &mut run, &mut mem, result, policy, notify);
+            prop_assert!(r.is_ok(), "{}", r.unwrap_err());
         }
+        h.release();
+        prop_assert!(!h.source().held);
+    }
+
+    #[test]
+    fn lock_rule_holds_against_a_simulated_kvm(
+        data_len in data_len_strategy(),
+        notify in any::<bool>(),
+        policy in policy_strategy(),
+        first in (0u64..MEM_PAGES + 2, 0u64..5),
+        ops in prop::collection::vec((
+            prop_oneof![
+                4 => Just(Inject::None),
+                1 => Just(Inject::FailBefore(Errno::EINTR)),
+                1 => Just(Inject::FailBefore(Errno::EINVAL)),
+                1 => Just(Inject::FailAfter(Errno::EFAULT)),
+            ],
+            prop_oneof![
+                1 => Just(None),
+                3 => (0u64..MEM_PAGES + 2, 0u64..5).prop_map(Some),
+            ],
+            mode_strategy(),
+        ), 1..16),
+    ) {
+        let mut h = ReqCertsHandler::new(Mock::new(table(data_len)))
+            .notify_done(notify)
+            .fault_policy(policy);
+        let mut kvm = FakeKvm::new(memory());
+        let mut r = kvm.request(BASE + first.0 * PAGE, first.1);
+        for (inject, next, mode) in ops {
+            h.source_mut().mode = mode;
+            let c = call(&mut h, &mut kvm.run, &mut kvm.mem, r, policy, notify);
+            prop_assert!(c.is_ok(), "{}", c.unwrap_err());
+            // Never holding a lock KVM has no request for.
+            prop_assert!(!h.is_holding() || kvm.has_pending());
+            let next = match next {
+                None => Guest::Halt,
+                Some((page, npages)) => Guest::Request { gpa: BASE + page * PAGE, npages },
+            };
+            r = kvm.kvm_run(inject, h.source().held, next);
+        }
+        let c = call(&mut h, &mut kvm.run, &mut kvm.mem, r, policy, notify);
+        prop_assert!(c.is_ok(), "{}", c.unwrap_err());
+        for fw in &kvm.firmware_calls {
+            prop_assert!(fw.lock_held || !fw.certs, "firmware got certificates without the lock");
+        }
+        prop_assert_eq!(kvm.refused, 0, "KVM refused an answer of the handler");
+        h.release();
+        prop_assert!(!h.source().held);
     }
 }

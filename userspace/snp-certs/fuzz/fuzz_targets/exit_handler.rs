@@ -1,107 +1,171 @@
-//! Fuzz the KVM_EXIT_VMGEXIT handler: arbitrary kvm_run bytes (exit reason,
-//! type, status, flags, gpa, npages, everything else) and source behaviour, a few
-//! exits in a row. It must never panic, and each answer must be the defined one.
+//! Fuzz the KVM_EXIT_VMGEXIT handler (`ReqCertsHandler::after_run`) against
+//! the contract, with the checks of `tests/common` (shared with the property
+//! tests). Two kinds of input, chosen by the first byte:
+//!
+//! * raw: a few returns of `KVM_RUN`, each with its result (success, EINTR,
+//!   EINVAL, EFAULT), the source's behaviour, and the first 64 bytes of
+//!   `kvm_run` (exit reason at 8, the whole `vmgexit` member at 32..64) from
+//!   the fuzzer, as a buggy or hostile kernel might leave them;
+//! * model: a simulated KVM that follows the contract, with failures injected
+//!   before and after it acts on the answer; every firmware call that gets
+//!   certificates must happen under the lock, the lock must never be held
+//!   when KVM has no pending request, and KVM must never refuse an answer.
+//!
+//! Any broken rule or panic is a crash.
 #![no_main]
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::*;
 use libfuzzer_sys::fuzz_target;
 use snp_certs::kvm::kvm_run;
-use snp_certs::table::{self, Builder, CertKind};
+use snp_certs::table::{Builder, CertKind};
 use snp_certs::vmgexit::*;
 
-struct Mock {
-    blob: Vec<u8>,
-    mode: u8,
-    held: bool,
-}
-
-impl CertSource for Mock {
-    fn acquire(&mut self) -> Result<&[u8], SourceError> {
-        assert!(!self.held, "handler acquired twice without release");
-        match self.mode % 4 {
-            1 => Err(SourceError::Busy),
-            2 => Err(SourceError::Failed("injected".into())),
-            _ => {
-                self.held = true;
-                Ok(&self.blob)
-            }
-        }
-    }
-    fn release(&mut self) {
-        self.held = false;
-    }
-}
-
 const RUN: usize = std::mem::size_of::<kvm_run>();
+const MEM_PAGES: u64 = 8;
 
 fn load_run(bytes: &[u8]) -> kvm_run {
     let mut run = kvm_run::default();
     let n = bytes.len().min(RUN);
     // SAFETY: kvm_run is a repr(C) plain-data struct made only of integers,
     // integer arrays and unions of those (uapi: addresses are __u64), so any
-    // byte pattern is a valid value; we copy at most size_of::<kvm_run>() bytes
-    // into it from a slice at least that long.
+    // byte pattern is a valid value; at most size_of::<kvm_run>() bytes are
+    // copied into it, from a slice at least `n` bytes long.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut run as *mut kvm_run).cast::<u8>(), n);
     }
     run
 }
 
-fn req(run: &kvm_run) -> (u64, u64, u32, u8, u8) {
-    // SAFETY: integer-only union fields.
-    let r = unsafe { run.__bindgen_anon_1.vmgexit.__bindgen_anon_1.req_certs };
-    (r.data_gpa, r.data_npages, r.ret, r.flags, r.status)
+fn result(sel: u8) -> Result<(), Errno> {
+    match sel % 5 {
+        2 => Err(Errno::EINTR),
+        3 => Err(Errno::EINVAL),
+        4 => Err(Errno::EFAULT),
+        _ => Ok(()),
+    }
+}
+
+fn mode(sel: u8) -> Mode {
+    match sel % 4 {
+        1 => Mode::Busy,
+        2 => Mode::Unavailable,
+        _ => Mode::Serve,
+    }
+}
+
+fn call(
+    h: &mut ReqCertsHandler<Mock>,
+    run: &mut kvm_run,
+    mem: &mut RecordingMemory,
+    result: Result<(), Errno>,
+    policy: FaultPolicy,
+    notify: bool,
+) {
+    let before = fields(run);
+    let held_before = h.is_holding();
+    mem.writes.clear();
+    let step = h.after_run(run, result, mem);
+    let blob = h.source().blob.clone();
+    let checked = check_after_run(&Call {
+        before,
+        after: fields(run),
+        result,
+        step: &step,
+        held_before,
+        held_after: h.is_holding(),
+        source_held: h.source().held,
+        blob: &blob,
+        mode: h.source().mode,
+        notify,
+        policy,
+        mem,
+        writes: &mem.writes,
+    });
+    if let Err(e) = checked {
+        panic!("contract broken: {e}");
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
-    // Layout: [ctl: 8 bytes][kvm_run bytes for each exit, 64 bytes each]
-    // (the first 64 bytes of kvm_run cover exit_reason at 8 and the whole
-    // vmgexit member at 32..64; the rest stays zero).
-    if data.len() < 8 {
+    // [kind][len lo][len hi][options][base page] then steps
+    let Some((ctl, steps)) = data.split_first_chunk::<5>() else {
         return;
-    }
-    let (ctl, rest) = data.split_at(8);
-    let mode = ctl[0];
-    let data_len = 1 + (u16::from_le_bytes([ctl[1], ctl[2]]) as usize % 20000);
+    };
+    let data_len = usize::from(u16::from_le_bytes([ctl[1], ctl[2]])) % 20000;
     let notify = ctl[3] & 1 == 1;
+    let policy = if ctl[3] & 2 == 0 {
+        FaultPolicy::EmptyTable
+    } else {
+        FaultPolicy::Busy
+    };
     let base = u64::from(ctl[4]) << 12;
-    let blob = Builder::new()
-        .allow_oversize(true)
-        .add_kind(CertKind::Vcek, vec![0x5c; data_len])
-        .build()
-        .unwrap();
-    let need = table::pages_needed(blob.len());
-    let mut h = ReqCertsHandler::new(Mock {
-        blob: blob.clone(),
-        mode,
-        held: false,
-    })
-    .notify_done(notify);
-    let mut mem = FlatMemory::new(base, 8 * 4096);
-    for chunk in rest.chunks(64).take(4) {
-        let mut run = load_run(chunk);
-        let before = req(&run);
-        let was_holding = h.is_holding();
-        let out = h.handle(&mut run, &mut mem);
-        let after = req(&run);
-        match out {
-            Err(ExitError::NotVmgexit(_))
-            | Err(ExitError::UnknownType(_))
-            | Err(ExitError::DoneWithoutLock) => {
-                assert_eq!(after, before)
-            }
-            Err(ExitError::BadStatus(_)) => assert_eq!((after.2, after.3), (RET_GENERIC, 0)),
-            Ok(Outcome::Released) => assert!(was_holding && !h.is_holding()),
-            Ok(Outcome::Served { len, .. }) => {
-                assert_eq!(after.2, RET_OK);
-                assert!(before.1 >= need && before.0 % 4096 == 0);
-                assert_eq!(mem.read(before.0, len), Some(blob.as_slice()));
-            }
-            Ok(Outcome::TooSmall { needed, .. }) => {
-                assert_eq!((after.1, after.2, needed), (need, RET_INVALID_LEN, need));
-            }
-            Ok(Outcome::Busy) => assert_eq!(after.2, RET_BUSY),
-            Ok(Outcome::Failed(_)) => assert_eq!(after.2, RET_GENERIC),
+    let blob = if data_len == 0 {
+        vec![0; 24] // no certificates
+    } else {
+        Builder::new()
+            .allow_oversize(true)
+            .add_kind(CertKind::Vcek, vec![0x5c; data_len])
+            .build()
+            .unwrap()
+    };
+    let mut h = ReqCertsHandler::new(Mock::new(blob))
+        .notify_done(notify)
+        .fault_policy(policy);
+    let mem = RecordingMemory::new(base, (MEM_PAGES * PAGE) as usize, 0x5a);
+
+    if ctl[0] & 1 == 0 {
+        // raw: [result][mode][64 bytes of kvm_run] per return of KVM_RUN
+        let mut mem = mem;
+        for chunk in steps.chunks(66).take(6) {
+            let [r, m, run_bytes @ ..] = chunk else {
+                break;
+            };
+            let mut run = load_run(run_bytes);
+            h.source_mut().mode = mode(*m);
+            call(&mut h, &mut run, &mut mem, result(*r), policy, notify);
         }
-        assert_eq!(h.source().held, h.is_holding());
+    } else {
+        // model: [inject][guest page][guest npages][mode] per KVM_RUN
+        let mut kvm = FakeKvm::new(mem);
+        let mut r = kvm.request(base, 1);
+        for chunk in steps.chunks(4).take(24) {
+            let &[inject, page, npages, m] = chunk else {
+                break;
+            };
+            h.source_mut().mode = mode(m);
+            call(&mut h, &mut kvm.run, &mut kvm.mem, r, policy, notify);
+            assert!(
+                !h.is_holding() || kvm.has_pending(),
+                "lock held without a request"
+            );
+            let inject = match inject % 6 {
+                1 => Inject::FailBefore(Errno::EINTR),
+                2 => Inject::FailBefore(Errno::EINVAL),
+                3 => Inject::FailAfter(Errno::EFAULT),
+                _ => Inject::None,
+            };
+            let next = if page == 0 {
+                Guest::Halt
+            } else {
+                Guest::Request {
+                    gpa: base + u64::from(page % 10) * PAGE,
+                    npages: u64::from(npages % 6),
+                }
+            };
+            r = kvm.kvm_run(inject, h.source().held, next);
+        }
+        call(&mut h, &mut kvm.run, &mut kvm.mem, r, policy, notify);
+        for fw in &kvm.firmware_calls {
+            assert!(
+                fw.lock_held || !fw.certs,
+                "firmware got certificates without the lock"
+            );
+        }
+        assert_eq!(kvm.refused, 0, "KVM refused an answer of the handler");
     }
+    h.release();
+    assert!(!h.source().held);
 });

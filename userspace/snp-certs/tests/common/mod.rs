@@ -1,0 +1,573 @@
+//! Shared by the exit-handler tests, and included by the `exit_handler` fuzz
+//! target: the contract's values written out as literals, a simulated KVM that
+//! follows the contract, a mock certificate source, guest memory that records
+//! the handler's writes, and [`check_after_run`], which checks one call of
+//! `ReqCertsHandler::after_run` against the contract.
+#![allow(dead_code)]
+
+use snp_certs::kvm::kvm_run;
+use snp_certs::vmgexit::{
+    Answer, CertSource, Errno, ExitError, FaultPolicy, FlatMemory, GuestMemory, GuestMemoryError,
+    SourceError, Step,
+};
+
+// The contract's numbers, from the series' Documentation/virt/kvm/api.rst and
+// include/uapi/linux/kvm.h, written out here rather than taken from the crate.
+pub const EXIT_VMGEXIT: u32 = 40;
+/// KVM_EXIT_HLT, standing for "any other exit".
+pub const EXIT_HLT: u32 = 5;
+pub const TYPE_REQ_CERTS: u32 = 1;
+pub const RET_0: u32 = 0;
+/// SW_EXITINFO2 0x0000000100000000: VMM error 1.
+pub const INVALID_LEN: u32 = 1;
+/// SW_EXITINFO2 0x0000000200000000: VMM error 2.
+pub const BUSY: u32 = 2;
+/// SW_EXITINFO2 0x8000000000000000: VMM error 1 << 31.
+pub const GENERIC: u32 = 0x8000_0000;
+pub const NOTIFY_DONE: u8 = 1;
+pub const PENDING: u8 = 0;
+pub const DONE: u8 = 1;
+pub const CAP_EXIT_VMGEXIT: u32 = 1024;
+pub const PAGE: u64 = 4096;
+
+/// The `req_certs` view of `kvm_run`, plus the exit reason and type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fields {
+    pub exit_reason: u32,
+    pub ty: u32,
+    pub gpa: u64,
+    pub npages: u64,
+    pub ret: u32,
+    pub flags: u8,
+    pub status: u8,
+}
+
+pub fn fields(run: &kvm_run) -> Fields {
+    // SAFETY: the vmgexit member and its req_certs member hold only integers,
+    // for which every bit pattern is valid.
+    let (ty, r) = unsafe {
+        (
+            run.__bindgen_anon_1.vmgexit.type_,
+            run.__bindgen_anon_1.vmgexit.__bindgen_anon_1.req_certs,
+        )
+    };
+    Fields {
+        exit_reason: run.exit_reason,
+        ty,
+        gpa: r.data_gpa,
+        npages: r.data_npages,
+        ret: r.ret,
+        flags: r.flags,
+        status: r.status,
+    }
+}
+
+pub fn set_fields(run: &mut kvm_run, f: Fields) {
+    run.exit_reason = f.exit_reason;
+    run.__bindgen_anon_1.vmgexit.type_ = f.ty;
+    // Plain assignments to integer union fields are safe; whole-struct write.
+    run.__bindgen_anon_1.vmgexit.__bindgen_anon_1.req_certs = ReqCerts {
+        data_gpa: f.gpa,
+        data_npages: f.npages,
+        ret: f.ret,
+        flags: f.flags,
+        status: f.status,
+    };
+}
+
+type ReqCerts = snp_certs::kvm::kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1;
+
+/// One write the handler attempted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub gpa: u64,
+    pub len: usize,
+    pub ok: bool,
+}
+
+/// Flat guest memory that records every write the handler attempts. KVM's
+/// own writes go to `inner` directly and are not recorded.
+pub struct RecordingMemory {
+    pub inner: FlatMemory,
+    pub writes: Vec<Write>,
+}
+
+impl RecordingMemory {
+    pub fn new(base: u64, len: usize, fill: u8) -> RecordingMemory {
+        let mut inner = FlatMemory::new(base, len);
+        inner.bytes.fill(fill);
+        RecordingMemory {
+            inner,
+            writes: Vec::new(),
+        }
+    }
+
+    /// Whether `[gpa, gpa + len)` lies inside the memory.
+    pub fn backs(&self, gpa: u64, len: u64) -> bool {
+        let base = u128::from(self.inner.base);
+        let end = base + self.inner.bytes.len() as u128;
+        u128::from(gpa) >= base && u128::from(gpa) + u128::from(len) <= end
+    }
+}
+
+impl GuestMemory for RecordingMemory {
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemoryError> {
+        let r = self.inner.write(gpa, data);
+        self.writes.push(Write {
+            gpa,
+            len: data.len(),
+            ok: r.is_ok(),
+        });
+        r
+    }
+}
+
+/// What the mock source does on `acquire`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    Busy,
+    Unavailable,
+}
+
+/// A certificate source that serves `blob` (or fails as told) and tracks its
+/// lock; acquiring twice without a release is a bug it reports by panicking.
+pub struct Mock {
+    pub blob: Vec<u8>,
+    pub mode: Mode,
+    pub held: bool,
+    pub acquires: u64,
+}
+
+impl Mock {
+    pub fn new(blob: Vec<u8>) -> Mock {
+        Mock {
+            blob,
+            mode: Mode::Serve,
+            held: false,
+            acquires: 0,
+        }
+    }
+}
+
+impl CertSource for Mock {
+    fn acquire(&mut self) -> Result<&[u8], SourceError> {
+        assert!(!self.held, "acquire while held: the handler leaked a lock");
+        match self.mode {
+            Mode::Busy => Err(SourceError::Busy),
+            Mode::Unavailable => Err(SourceError::Unavailable("injected".into())),
+            Mode::Serve => {
+                self.held = true;
+                self.acquires += 1;
+                Ok(&self.blob)
+            }
+        }
+    }
+    fn release(&mut self) {
+        self.held = false;
+    }
+}
+
+/// A failure injected into the next `KVM_RUN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inject {
+    None,
+    /// Fails before acting on the answer (a signal, `immediate_exit`, an
+    /// invalid `kvm_dirty_regs`, ...): nothing changes.
+    FailBefore(Errno),
+    /// Fails after acting on the answer: `status` is DONE already.
+    FailAfter(Errno),
+}
+
+/// What the guest does once it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guest {
+    /// Something KVM exits to userspace for that is not ours.
+    Halt,
+    /// A new certificate request (RAX, RBX).
+    Request { gpa: u64, npages: u64 },
+}
+
+/// KVM sent a request to the firmware (answer `ret` 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirmwareCall {
+    /// The certificate lock was held at that moment.
+    pub lock_held: bool,
+    /// The guest's buffer held a table with certificates.
+    pub certs: bool,
+}
+
+/// What the guest got back: the VMM error (bits 63:32 of SW_EXITINFO2) and RBX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestResult {
+    pub vmm_error: u32,
+    pub rbx: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    Pending { guest_npages: u64 },
+    DoneExit,
+}
+
+/// KVM as the contract describes it, for one vCPU.
+pub struct FakeKvm {
+    pub run: kvm_run,
+    pub mem: RecordingMemory,
+    state: State,
+    pub firmware_calls: Vec<FirmwareCall>,
+    pub guest_results: Vec<GuestResult>,
+    /// Answers refused with `-EINVAL`.
+    pub refused: u32,
+}
+
+impl FakeKvm {
+    pub fn new(mem: RecordingMemory) -> FakeKvm {
+        FakeKvm {
+            run: kvm_run::default(),
+            mem,
+            state: State::Idle,
+            firmware_calls: Vec::new(),
+            guest_results: Vec::new(),
+            refused: 0,
+        }
+    }
+
+    /// Whether KVM holds a request it has not acted on.
+    pub fn has_pending(&self) -> bool {
+        matches!(self.state, State::Pending { .. })
+    }
+
+    /// The guest sends a request: the return of `KVM_RUN` that exits for it
+    /// (or fails with `EFAULT` if KVM cannot write its empty table).
+    pub fn request(&mut self, gpa: u64, npages: u64) -> Result<(), Errno> {
+        assert_eq!(gpa % PAGE, 0, "KVM exits only for a page-aligned RAX");
+        if npages != 0 && self.mem.inner.write(gpa, &[0; 24]).is_err() {
+            return Err(Errno::EFAULT);
+        }
+        set_fields(
+            &mut self.run,
+            Fields {
+                exit_reason: EXIT_VMGEXIT,
+                ty: TYPE_REQ_CERTS,
+                gpa,
+                npages,
+                ret: RET_0,
+                flags: 0,
+                status: PENDING,
+            },
+        );
+        self.state = State::Pending {
+            guest_npages: npages,
+        };
+        Ok(())
+    }
+
+    /// The next `KVM_RUN`. `lock_held` is whether the VMM holds the
+    /// certificate lock during it (it cannot change during the ioctl).
+    pub fn kvm_run(&mut self, inject: Inject, lock_held: bool, next: Guest) -> Result<(), Errno> {
+        match self.state {
+            State::Pending { guest_npages } => {
+                if let Inject::FailBefore(e) = inject {
+                    return Err(e);
+                }
+                let f = fields(&self.run);
+                let valid = matches!(f.ret, RET_0 | INVALID_LEN | BUSY | GENERIC)
+                    && (f.flags == 0 || f.flags == NOTIFY_DONE)
+                    && (f.ret != INVALID_LEN || f.npages > guest_npages);
+                if !valid {
+                    self.refused += 1;
+                    return Err(Errno::EINVAL);
+                }
+                let result = match f.ret {
+                    RET_0 => {
+                        let certs = guest_npages != 0
+                            && self
+                                .mem
+                                .inner
+                                .read(f.gpa, 24)
+                                .is_some_and(|t| t.iter().any(|&b| b != 0));
+                        self.firmware_calls.push(FirmwareCall { lock_held, certs });
+                        GuestResult {
+                            vmm_error: 0,
+                            rbx: guest_npages,
+                        }
+                    }
+                    INVALID_LEN => GuestResult {
+                        vmm_error: INVALID_LEN,
+                        rbx: f.npages,
+                    },
+                    r => GuestResult {
+                        vmm_error: r,
+                        rbx: guest_npages,
+                    },
+                };
+                self.guest_results.push(result);
+                self.run
+                    .__bindgen_anon_1
+                    .vmgexit
+                    .__bindgen_anon_1
+                    .req_certs
+                    .status = DONE;
+                self.state = State::Idle;
+                if let Inject::FailAfter(e) = inject {
+                    return Err(e);
+                }
+                if f.flags & NOTIFY_DONE != 0 {
+                    self.run
+                        .__bindgen_anon_1
+                        .vmgexit
+                        .__bindgen_anon_1
+                        .req_certs
+                        .flags = 0;
+                    self.state = State::DoneExit;
+                    return Ok(());
+                }
+                self.guest(next)
+            }
+            State::DoneExit | State::Idle => {
+                if let Inject::FailBefore(e) | Inject::FailAfter(e) = inject {
+                    return Err(e);
+                }
+                self.state = State::Idle;
+                self.guest(next)
+            }
+        }
+    }
+
+    fn guest(&mut self, next: Guest) -> Result<(), Errno> {
+        match next {
+            Guest::Halt => {
+                self.run.exit_reason = EXIT_HLT;
+                Ok(())
+            }
+            Guest::Request { gpa, npages } => self.request(gpa, npages),
+        }
+    }
+}
+
+/// Everything about one `after_run` call the check needs.
+pub struct Call<'a> {
+    pub before: Fields,
+    pub after: Fields,
+    pub result: Result<(), Errno>,
+    pub step: &'a Result<Step, ExitError>,
+    pub held_before: bool,
+    pub held_after: bool,
+    /// Whether the source's lock is held after the call.
+    pub source_held: bool,
+    pub blob: &'a [u8],
+    pub mode: Mode,
+    pub notify: bool,
+    pub policy: FaultPolicy,
+    pub mem: &'a RecordingMemory,
+    /// The writes of this call.
+    pub writes: &'a [Write],
+}
+
+macro_rules! ensure {
+    ($c:expr, $($fmt:tt)+) => {
+        if !$c {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// Checks one `after_run` call against the contract; `Err` says what broke.
+pub fn check_after_run(c: &Call<'_>) -> Result<(), String> {
+    let b = c.before;
+    let a = c.after;
+    let ours = b.exit_reason == EXIT_VMGEXIT && b.ty == TYPE_REQ_CERTS;
+    let pending = ours && b.status == PENDING;
+
+    // The lock rule: kept exactly while KVM_RUN left a request pending.
+    ensure!(
+        c.source_held == c.held_after,
+        "source lock {} but handler says {}",
+        c.source_held,
+        c.held_after
+    );
+    match (c.result, pending) {
+        (Err(errno), true) => {
+            ensure!(
+                *c.step == Ok(Step::StillPending { errno }),
+                "failed KVM_RUN with a pending request: {:?}",
+                c.step
+            );
+            ensure!(c.held_after == c.held_before, "lock changed while pending");
+        }
+        (Err(errno), false) => {
+            ensure!(
+                *c.step == Ok(Step::RunFailed { errno }),
+                "failed KVM_RUN without a pending request: {:?}",
+                c.step
+            );
+            ensure!(!c.held_after, "lock kept after KVM finished");
+        }
+        (Ok(()), true) => {
+            let Ok(Step::Answered(ans)) = c.step else {
+                return Err(format!("new request not answered: {:?}", c.step));
+            };
+            ensure!(
+                c.held_after == matches!(ans, Answer::Certificates { .. }),
+                "lock {} after {:?}",
+                c.held_after,
+                ans
+            );
+        }
+        (Ok(()), false) => {
+            let want = if b.exit_reason != EXIT_VMGEXIT {
+                Ok(Step::NotOurs)
+            } else if b.ty != TYPE_REQ_CERTS {
+                Err(ExitError::UnknownType(b.ty))
+            } else if b.status == DONE {
+                Ok(Step::Done)
+            } else {
+                Err(ExitError::BadStatus(b.status))
+            };
+            ensure!(*c.step == want, "{:?}, want {:?}", c.step, want);
+            ensure!(!c.held_after, "lock kept after KVM finished");
+        }
+    }
+
+    // kvm_run: only a new request's answer writes, and only ret, flags and
+    // (INVALID_LEN) data_npages, with values from the closed set.
+    let Ok(Step::Answered(ans)) = c.step else {
+        ensure!(a == b, "kvm_run changed: {b:?} -> {a:?}");
+        ensure!(c.writes.is_empty(), "guest memory written: {:?}", c.writes);
+        return Ok(());
+    };
+    ensure!(
+        (a.exit_reason, a.ty, a.gpa, a.status) == (b.exit_reason, b.ty, b.gpa, b.status),
+        "type/status/gpa changed: {b:?} -> {a:?}"
+    );
+    ensure!(
+        a.ret == RET_0 || a.ret == INVALID_LEN || a.ret == BUSY,
+        "ret {:#x} (GENERIC or outside the closed set)",
+        a.ret
+    );
+    let want_flags = match ans {
+        Answer::Certificates { notify_done, .. } => {
+            ensure!(*notify_done == c.notify, "notify_done {notify_done}");
+            if c.notify {
+                NOTIFY_DONE
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    };
+    ensure!(a.flags == want_flags, "flags {:#x} for {:?}", a.flags, ans);
+    let want_ret = match ans {
+        Answer::Certificates { .. } | Answer::NoCertificates | Answer::BadBuffer { .. } => RET_0,
+        Answer::TooSmall { .. } => INVALID_LEN,
+        Answer::Busy => BUSY,
+        Answer::HostFault { policy, .. } => {
+            ensure!(*policy == c.policy, "policy {:?}", policy);
+            match policy {
+                FaultPolicy::EmptyTable => RET_0,
+                FaultPolicy::Busy => BUSY,
+            }
+        }
+    };
+    ensure!(a.ret == want_ret, "ret {:#x} for {:?}", a.ret, ans);
+    if let Answer::TooSmall { needed, given } = ans {
+        ensure!(*given == b.npages, "given {given}, guest said {}", b.npages);
+        ensure!(
+            a.npages == *needed,
+            "data_npages {} != needed {needed}",
+            a.npages
+        );
+        ensure!(
+            *needed > b.npages,
+            "INVALID_LEN with {needed} <= {}",
+            b.npages
+        );
+    } else {
+        ensure!(a.npages == b.npages, "data_npages changed for {:?}", ans);
+    }
+
+    // Which answer, from the source's behaviour and the guest's buffer.
+    let len = c.blob.len();
+    let empty = c.blob.get(..24).is_some_and(|t| t.iter().all(|&x| x == 0));
+    let capacity = u128::from(b.npages) * u128::from(PAGE);
+    let pages_needed = (len as u64).div_ceil(PAGE);
+    match c.mode {
+        Mode::Busy => ensure!(*ans == Answer::Busy, "{ans:?} from a busy source"),
+        Mode::Unavailable => ensure!(
+            matches!(ans, Answer::HostFault { .. }),
+            "{ans:?} from an unavailable source"
+        ),
+        Mode::Serve if empty => ensure!(*ans == Answer::NoCertificates, "{ans:?} for no certs"),
+        Mode::Serve if len as u128 > capacity => ensure!(
+            *ans == Answer::TooSmall {
+                needed: pages_needed,
+                given: b.npages
+            },
+            "{ans:?} for {len} bytes in {} pages",
+            b.npages
+        ),
+        Mode::Serve => {
+            let usable = b.gpa % PAGE == 0 && c.mem.backs(b.gpa, len as u64);
+            if usable {
+                ensure!(
+                    *ans == Answer::Certificates {
+                        len,
+                        notify_done: c.notify
+                    },
+                    "{ans:?} for a usable buffer"
+                );
+            } else {
+                ensure!(
+                    matches!(ans, Answer::BadBuffer { .. }),
+                    "{ans:?} for an unusable buffer"
+                );
+            }
+        }
+    }
+
+    // Guest memory: nothing beyond the table or the guest's pages.
+    for w in c.writes {
+        ensure!(
+            w.gpa == b.gpa,
+            "write at {:#x}, buffer at {:#x}",
+            w.gpa,
+            b.gpa
+        );
+        ensure!(w.len <= len, "write of {} bytes, table {len}", w.len);
+        ensure!(
+            w.len as u128 <= capacity,
+            "write of {} bytes past data_npages",
+            w.len
+        );
+    }
+    match ans {
+        Answer::Certificates { .. } => {
+            ensure!(
+                c.writes
+                    == [Write {
+                        gpa: b.gpa,
+                        len,
+                        ok: true
+                    }],
+                "writes {:?}",
+                c.writes
+            );
+            ensure!(
+                c.mem.inner.read(b.gpa, len) == Some(c.blob),
+                "the table is not in guest memory"
+            );
+        }
+        Answer::BadBuffer { .. } => match c.writes {
+            [] => {}
+            [first, back] => {
+                ensure!(!first.ok && first.len == len, "writes {:?}", c.writes);
+                ensure!(back.len == 24, "restore of {} bytes", back.len);
+            }
+            _ => return Err(format!("writes {:?}", c.writes)),
+        },
+        _ => ensure!(c.writes.is_empty(), "writes {:?} for {:?}", c.writes, ans),
+    }
+    Ok(())
+}
