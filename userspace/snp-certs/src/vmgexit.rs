@@ -22,22 +22,40 @@
 //!   certificates answers 0 and writes nothing.
 //! * The VMM holds a shared lock on the certificate file from before it reads
 //!   it until KVM has finished with the request. After **every** return from
-//!   `KVM_RUN`, successful or failed: if `exit_reason` is `KVM_EXIT_VMGEXIT`
-//!   and `status` is PENDING, a request is pending and the lock is kept;
-//!   otherwise KVM has finished with it and the lock is released. KVM writes
-//!   `status = DONE` once it acted on the answer, also when `KVM_RUN` then
-//!   fails. With NOTIFY_DONE in `flags`, KVM exits once more, right after acting
-//!   (`status` DONE, `flags` 0); that exit is completed by simply running the
-//!   vCPU again, and KVM reads nothing from `vmgexit` then.
+//!   `KVM_RUN`: if `status` reads DONE, or `KVM_RUN` returned 0 with an
+//!   `exit_reason` other than `KVM_EXIT_VMGEXIT` (the guest ran again, so KVM
+//!   acted on the answer before, and the new exit may have overwritten
+//!   `vmgexit`), KVM has finished with the request and the lock is released;
+//!   otherwise the request is still pending: `KVM_RUN` failed before it acted
+//!   on the answer (for example on an invalid `kvm_dirty_regs`, or on a signal
+//!   while the vCPU waits for INIT, which sets `exit_reason` to
+//!   `KVM_EXIT_INTR`), or refused the answer; the lock is kept and the next
+//!   `KVM_RUN` acts on the answer. If `KVM_RUN` returned 0 with
+//!   `KVM_EXIT_VMGEXIT` and `status` PENDING, this is a new request. So a
+//!   failed `KVM_RUN` is judged by `status` alone, whatever `exit_reason`
+//!   says ([`request_pending`]).
+//! * KVM acts on the answer at the start of the next `KVM_RUN`, before it
+//!   enters the guest and before it checks `immediate_exit`: setting
+//!   `immediate_exit` does not postpone an answered request (after that
+//!   return `status` reads DONE). KVM writes `status = DONE` once it acted on
+//!   the answer, also when `KVM_RUN` then fails. With NOTIFY_DONE in
+//!   `flags`, KVM exits once more, right after acting (`status` DONE, `flags`
+//!   0); that exit is completed by simply running the vCPU again, and KVM
+//!   reads nothing from `vmgexit` then.
 //!
 //! # Using it
 //!
 //! One [`ReqCertsHandler`] per vCPU thread, each with its own [`CertSource`]
 //! (normally a [`BlobServer`]). The VMM passes every return of `KVM_RUN` to
 //! [`ReqCertsHandler::after_run`], which applies the lock rule, answers a new
-//! request, and says what to do next ([`Step`]). If the VMM stops running the
-//! vCPU (an error path), it calls [`ReqCertsHandler::release`] (dropping the
-//! handler does the same), so that the lock is never held forever.
+//! request, and says what to do next ([`Step`]). The rule speaks of *the*
+//! request, the one the VMM answered: the handler remembers whether KVM has
+//! finished with the request it answered last
+//! ([`ReqCertsHandler::has_request`]), so a failed `KVM_RUN` with no answered
+//! request outstanding is [`Step::RunFailed`] whatever `kvm_run` holds. If the
+//! VMM stops running the vCPU (an error path), it calls
+//! [`ReqCertsHandler::release`] (dropping the handler does the same), so that
+//! the lock is never held forever.
 //!
 //! ```no_run
 //! use snp_certs::store::BlobServer;
@@ -53,7 +71,10 @@
 //!     match certs.after_run(&mut run, result, &mut guest) {
 //!         Ok(Step::Answered(_) | Step::Done) => {}
 //!         Ok(Step::NotOurs) => handle_other_exit(&mut run),
-//!         Ok(Step::StillPending { errno: Errno::EINTR }) => {}
+//!         // A signal or `immediate_exit`: run again. While the request is
+//!         // still pending its lock stays held, and that run acts on the answer.
+//!         Ok(Step::StillPending { errno: Errno::EINTR })
+//!         | Ok(Step::RunFailed { errno: Errno::EINTR }) => {}
 //!         Ok(Step::StillPending { .. } | Step::RunFailed { .. }) | Err(_) => {
 //!             certs.release(); // this vCPU will not run again
 //!             break;
@@ -96,10 +117,13 @@
 //! the new request, so that a guest that asks back to back cannot starve a
 //! waiting updater.
 //!
-//! Inputs a correct KVM never produces (a buggy or hostile kernel): an unknown
-//! `type` or a `status` that is neither PENDING nor DONE is refused with
-//! [`ExitError`], nothing is written, and the lock rule still applies (the lock
-//! is released). The handler never panics.
+//! Inputs a correct KVM never produces (a buggy or hostile kernel): a
+//! successful return with `KVM_EXIT_VMGEXIT` of an unknown `type`, or with a
+//! `status` that is neither PENDING nor DONE, is refused with [`ExitError`],
+//! nothing is written, and the lock is released (`KVM_RUN` returned a new
+//! exit, so the guest ran again and KVM had acted on any earlier answer). A
+//! failed return is judged by `status` alone, as the rule says. The handler
+//! never panics.
 
 use std::fmt;
 
@@ -309,21 +333,30 @@ pub enum Step {
     /// The DONE exit (`status` DONE): KVM has finished with the request and
     /// the lock is released. Nothing was written; run the vCPU again.
     Done,
-    /// `KVM_RUN` failed with `errno` and the request is still pending (KVM
-    /// failed before it acted on the answer, or refused it with `EINVAL`). The
-    /// answer stays in `kvm_run` and the lock, if held, is kept: run the vCPU
-    /// again (e.g. after `EINTR`), or, if it will not run again, call
+    /// `KVM_RUN` failed with `errno` and the request the handler answered is
+    /// still pending: `status` does not read DONE, whatever `exit_reason` says
+    /// (KVM failed before it acted on the answer, e.g. on an invalid
+    /// `kvm_dirty_regs`, or with `EINTR` and `exit_reason` `KVM_EXIT_INTR` on
+    /// a signal while the vCPU waits for INIT; or it refused the answer with
+    /// `EINVAL`). Nothing was written: the answer stays in `kvm_run` and the
+    /// lock, if held, is kept, and the next `KVM_RUN` acts on the answer. Run
+    /// the vCPU again (e.g. after `EINTR`), or, if it will not run again, call
     /// [`ReqCertsHandler::release`].
     StillPending { errno: Errno },
-    /// `KVM_RUN` failed with `errno` and no request is pending (KVM had
-    /// finished with it, or there was none); the lock is released.
+    /// `KVM_RUN` failed with `errno` and no request is pending: `status` reads
+    /// DONE (KVM acted on the answer, then failed, e.g. on `immediate_exit`),
+    /// or the handler had no answered request outstanding. The lock is
+    /// released; nothing was written.
     RunFailed { errno: Errno },
-    /// Another exit: the VMM handles it as usual. The lock is released.
+    /// Another exit (`KVM_RUN` returned 0 with an `exit_reason` other than
+    /// `KVM_EXIT_VMGEXIT`): KVM has finished with any earlier request, the
+    /// lock is released, and the VMM handles the exit as usual.
     NotOurs,
 }
 
-/// Exits a correct KVM never produces. Nothing was written; the lock is
-/// released.
+/// Successful returns of `KVM_RUN` a correct KVM never produces. Nothing was
+/// written; the lock is released (a new exit: the guest ran again, so KVM had
+/// acted on any earlier answer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExitError {
     /// `KVM_EXIT_VMGEXIT` with a `type` other than REQ_CERTS.
@@ -380,22 +413,43 @@ fn view(run: &mut kvm::kvm_run) -> View<'_> {
     View::ReqCerts(unsafe { &mut vg.__bindgen_anon_1.req_certs })
 }
 
-/// The contract's test after a return of `KVM_RUN`: does `kvm_run` show a
-/// pending certificate request (`exit_reason` KVM_EXIT_VMGEXIT, `type`
-/// REQ_CERTS, `status` PENDING)? If so the VMM keeps its lock; if not, KVM has
-/// finished with the request and the VMM releases it.
-pub fn request_pending(run: &kvm::kvm_run) -> bool {
-    if run.exit_reason != kvm::KVM_EXIT_VMGEXIT {
+/// `status` as `kvm_run` shows it in the `req_certs` member of `vmgexit`,
+/// whatever `exit_reason` and `type` say (a failed `KVM_RUN` may have set
+/// `exit_reason` to `KVM_EXIT_INTR` and left `vmgexit` as it was).
+fn status(run: &kvm::kvm_run) -> u8 {
+    // SAFETY: the `vmgexit` member and its `req_certs` member consist only of
+    // integer fields, for which every bit pattern is valid, so reading them is
+    // sound whatever the bytes of the union are.
+    unsafe {
+        run.__bindgen_anon_1
+            .vmgexit
+            .__bindgen_anon_1
+            .req_certs
+            .status
+    }
+}
+
+/// The contract's lock rule after a return of `KVM_RUN` (`result`: `Err(errno)`
+/// if it failed), for a VMM that answered a certificate request: is a request
+/// still pending, so that the VMM keeps its lock?
+///
+/// * `false` if `status` reads DONE, or `KVM_RUN` returned 0 with an
+///   `exit_reason` other than `KVM_EXIT_VMGEXIT`: KVM has finished with the
+///   request, the VMM releases the lock;
+/// * `true` otherwise: `KVM_RUN` failed before it acted on the answer (also
+///   with `exit_reason` `KVM_EXIT_INTR`, on a signal while the vCPU waits for
+///   INIT) or refused it, and the next `KVM_RUN` acts on the answer; or
+///   `KVM_RUN` returned 0 with `KVM_EXIT_VMGEXIT` and `status` PENDING, a new
+///   request.
+///
+/// A failed `KVM_RUN` is judged by `status` alone. The rule is about a request
+/// the VMM answered; [`ReqCertsHandler::after_run`] applies it only while it
+/// has one outstanding.
+pub fn request_pending(run: &kvm::kvm_run, result: Result<(), Errno>) -> bool {
+    if status(run) == STATUS_DONE {
         return false;
     }
-    // SAFETY: as in `view`: the vmgexit member is active and integer-only.
-    let vg = unsafe { &run.__bindgen_anon_1.vmgexit };
-    if vg.type_ != kvm::KVM_USER_VMGEXIT_REQ_CERTS {
-        return false;
-    }
-    // SAFETY: as in `view`: req_certs is active and integer-only.
-    let status = unsafe { vg.__bindgen_anon_1.req_certs.status };
-    status == STATUS_PENDING
+    result.is_err() || run.exit_reason == kvm::KVM_EXIT_VMGEXIT
 }
 
 /// Whether the table needs no space: a valid table whose first entry is the
@@ -456,6 +510,8 @@ pub struct ReqCertsHandler<S: CertSource> {
     notify_done: bool,
     policy: FaultPolicy,
     holding: bool,
+    /// A request this handler answered that KVM has not finished with.
+    pending: bool,
     host_faults: u64,
 }
 
@@ -469,6 +525,7 @@ impl<S: CertSource> ReqCertsHandler<S> {
             notify_done: true,
             policy: FaultPolicy::default(),
             holding: false,
+            pending: false,
             host_faults: 0,
         }
     }
@@ -500,6 +557,13 @@ impl<S: CertSource> ReqCertsHandler<S> {
         self.holding
     }
 
+    /// Whether the request this handler answered last is still pending: KVM
+    /// has not finished with it by the lock rule (the lock, if one is held for
+    /// it, is kept).
+    pub fn has_request(&self) -> bool {
+        self.pending
+    }
+
     /// Requests answered by the [`FaultPolicy`] so far.
     pub fn host_faults(&self) -> u64 {
         self.host_faults
@@ -507,8 +571,9 @@ impl<S: CertSource> ReqCertsHandler<S> {
 
     /// Releases the lock, if held. For a VMM that stops running the vCPU (an
     /// error path): the request can then no longer reach the firmware. Do not
-    /// run the vCPU again with a request pending after this. Dropping the
-    /// handler does the same.
+    /// run the vCPU again with a request pending after this
+    /// ([`has_request`](Self::has_request), which `release` leaves as it is).
+    /// Dropping the handler does the same.
     pub fn release(&mut self) {
         if self.holding {
             self.holding = false;
@@ -526,22 +591,32 @@ impl<S: CertSource> ReqCertsHandler<S> {
         result: Result<(), Errno>,
         mem: &mut dyn GuestMemory,
     ) -> Result<Step, ExitError> {
-        let pending = request_pending(run);
         if let Err(errno) = result {
-            if pending {
+            // A failed KVM_RUN: `status` alone says whether KVM has finished
+            // with the request (KVM_EXIT_INTR may have replaced the exit
+            // reason of a request KVM has not acted on).
+            if self.pending && request_pending(run, result) {
                 return Ok(Step::StillPending { errno });
             }
+            self.pending = false;
             self.release();
             return Ok(Step::RunFailed { errno });
         }
         // A successful return is a new exit: KVM has finished with any earlier
-        // request (it acted on the answer before the guest could run again).
+        // request (it acted on the answer before the guest could run again, or
+        // this is its DONE exit).
+        self.pending = false;
         self.release();
         match view(run) {
             View::Other => Ok(Step::NotOurs),
             View::UnknownType(t) => Err(ExitError::UnknownType(t)),
             View::ReqCerts(rc) => match rc.status {
-                STATUS_PENDING => Ok(Step::Answered(self.answer(rc, mem))),
+                STATUS_PENDING => {
+                    // A new request: pending until KVM has finished with it,
+                    // whichever answer it gets.
+                    self.pending = true;
+                    Ok(Step::Answered(self.answer(rc, mem)))
+                }
                 STATUS_DONE => Ok(Step::Done),
                 s => Err(ExitError::BadStatus(s)),
             },
@@ -686,17 +761,26 @@ mod tests {
         assert!(!is_empty_table(&[0; 23]));
 
         let mut run = kvm_run::default();
-        assert!(!request_pending(&run));
+        let (ok, eintr) = (Ok(()), Err(Errno::EINTR));
+        // status PENDING (0)
+        assert!(request_pending(&run, eintr)); // failed: pending
+        assert!(!request_pending(&run, ok)); // exit 0, not VMGEXIT: finished
+        run.exit_reason = 10; // KVM_EXIT_INTR
+        assert!(request_pending(&run, eintr));
+        assert!(!request_pending(&run, ok));
         run.exit_reason = 40;
-        assert!(!request_pending(&run)); // type 0
         run.__bindgen_anon_1.vmgexit.type_ = 1;
-        assert!(request_pending(&run)); // status 0 = PENDING
+        assert!(request_pending(&run, eintr));
+        assert!(request_pending(&run, ok)); // a new request
         run.__bindgen_anon_1
             .vmgexit
             .__bindgen_anon_1
             .req_certs
-            .status = 1;
-        assert!(!request_pending(&run)); // DONE
+            .status = 1; // DONE
+        assert!(!request_pending(&run, ok));
+        assert!(!request_pending(&run, eintr));
+        run.exit_reason = 10;
+        assert!(!request_pending(&run, eintr));
     }
 
     #[test]

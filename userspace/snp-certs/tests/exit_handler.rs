@@ -111,28 +111,40 @@ fn constants_are_the_contracts() {
     assert_eq!(cap.cap, 1024);
     assert_eq!(cap.args, [1 << 1, 0, 0, 0]);
     assert_eq!(cap.flags, 0);
-    // The lock rule's test.
+    // The lock rule's test: "if 'status' reads DONE, or KVM_RUN returned 0
+    // with an 'exit_reason' other than KVM_EXIT_VMGEXIT [...], KVM has
+    // finished with the request [...]; otherwise the request is still
+    // pending". (exit_reason, type, status, KVM_RUN result) -> pending
     let mut run = kvm_run::default();
-    let mut f = Fields {
-        exit_reason: 40,
-        ty: 1,
-        gpa: 0,
-        npages: 0,
-        ret: 0,
-        flags: 0,
-        status: 0,
-    };
-    set_fields(&mut run, f);
-    assert!(request_pending(&run));
-    f.status = 1;
-    set_fields(&mut run, f);
-    assert!(!request_pending(&run));
-    (f.status, f.ty) = (0, 2);
-    set_fields(&mut run, f);
-    assert!(!request_pending(&run));
-    (f.ty, f.exit_reason) = (1, 5);
-    set_fields(&mut run, f);
-    assert!(!request_pending(&run));
+    let ok = Ok(());
+    let eintr = Err(Errno::EINTR);
+    let einval = Err(Errno::EINVAL);
+    for (exit_reason, ty, status, result, pending) in [
+        (40, 1, 0, ok, true),     // a new request
+        (40, 1, 1, ok, false),    // the DONE exit
+        (5, 1, 0, ok, false),     // another exit: the guest ran again
+        (10, 1, 0, ok, false),    // KVM_EXIT_INTR, returned 0
+        (40, 1, 0, einval, true), // failed before acting, or refused
+        (40, 1, 0, eintr, true),
+        (10, 1, 0, eintr, true), // a signal while the vCPU waits for INIT
+        (5, 1, 0, eintr, true),  // status alone decides on a failure
+        (40, 2, 0, eintr, true),
+        (40, 1, 1, einval, false), // acted, then failed
+        (40, 1, 1, eintr, false),  // immediate_exit after acting
+        (10, 1, 1, eintr, false),  // a signal after acting
+    ] {
+        let f = Fields {
+            exit_reason,
+            ty,
+            gpa: 0,
+            npages: 0,
+            ret: 0,
+            flags: 0,
+            status,
+        };
+        set_fields(&mut run, f);
+        assert_eq!(request_pending(&run, result), pending, "{f:?} {result:?}");
+    }
 }
 
 #[test]
@@ -240,6 +252,143 @@ fn failed_run_before_acting_keeps_the_lock() {
         let want = if notify { Step::Done } else { Step::NotOurs };
         assert_eq!(after(&mut h, &mut k, r), Ok(want));
         assert!(!h.is_holding() && !lock_held(&p));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn signal_while_waiting_for_init_keeps_the_lock() {
+    // The path the review found: userspace set the vCPU's MP state, KVM_RUN
+    // waits for INIT, a signal ends the wait. KVM_RUN fails with EINTR before
+    // KVM acted on the answer, with exit_reason KVM_EXIT_INTR and status
+    // still PENDING: the request is still pending, the lock is kept.
+    for notify in [true, false] {
+        let (d, p, b, h) = setup(&format!("initwait-{notify}"), 3000);
+        let mut h = h.notify_done(notify);
+        let mut k = kvm(1);
+        let r = k.request(BASE, 1);
+        assert_eq!(after(&mut h, &mut k, r), certificates(3000, notify));
+        let answer = rc(&k);
+        assert_eq!(answer, (BASE, 1, 0, u8::from(notify), 0));
+        for _ in 0..2 {
+            let r = run(&mut k, &p, Inject::InitWaitSignal, Guest::Halt);
+            assert_eq!(r, Err(Errno::EINTR));
+            assert_eq!(fields(&k.run).exit_reason, 10, "KVM_EXIT_INTR");
+            assert_eq!(rc(&k), answer, "status PENDING, the answer as it was");
+            assert_eq!(
+                after(&mut h, &mut k, r),
+                Ok(Step::StillPending {
+                    errno: Errno::EINTR
+                })
+            );
+            assert_eq!(fields(&k.run).exit_reason, 10, "nothing written");
+            assert_eq!(rc(&k), answer, "nothing written");
+            assert!(k.mem.writes.is_empty());
+            assert!(h.is_holding() && lock_held(&p));
+            assert!(h.has_request());
+            assert!(k.firmware_calls.is_empty() && k.guest_results.is_empty());
+        }
+        assert_eq!(k.mem.inner.read(BASE, 3000), Some(b.as_slice()));
+        // The next KVM_RUN acts on the answer, under the lock, and returns 0:
+        // KVM has finished with the request, the lock is released.
+        let r = run(&mut k, &p, Inject::None, Guest::Halt);
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            k.firmware_calls,
+            [FirmwareCall {
+                lock_held: true,
+                certs: true
+            }]
+        );
+        assert_eq!(
+            k.guest_results,
+            [GuestResult {
+                vmm_error: 0,
+                rbx: 1
+            }]
+        );
+        assert_eq!(k.refused, 0);
+        let want = if notify {
+            assert_eq!(fields(&k.run).exit_reason, 40);
+            assert_eq!(rc(&k), (BASE, 1, 0, 0, 1));
+            Step::Done
+        } else {
+            assert_eq!(fields(&k.run).exit_reason, 5);
+            Step::NotOurs
+        };
+        let before = fields(&k.run);
+        assert_eq!(after(&mut h, &mut k, r), Ok(want));
+        assert_eq!(fields(&k.run), before, "nothing written");
+        assert!(k.mem.writes.is_empty());
+        assert!(!h.is_holding() && !lock_held(&p));
+        assert!(!h.has_request());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    // A signal after KVM acted: KVM_EXIT_INTR again, but status DONE, so KVM
+    // has finished with the request and the lock is released.
+    let (d, p, _b, h) = setup("initwait-after", 3000);
+    let mut h = h.notify_done(false);
+    let mut k = kvm(1);
+    let r = k.request(BASE, 1);
+    assert_eq!(after(&mut h, &mut k, r), certificates(3000, false));
+    let r = run(&mut k, &p, Inject::FailAfter(Errno::EINTR), Guest::Halt);
+    k.run.exit_reason = 10; // KVM_EXIT_INTR, from the signal
+    assert_eq!(rc(&k), (BASE, 1, 0, 0, 1));
+    assert_eq!(
+        after(&mut h, &mut k, r),
+        Ok(Step::RunFailed {
+            errno: Errno::EINTR
+        })
+    );
+    assert!(!h.is_holding() && !lock_held(&p) && !h.has_request());
+
+    // No request answered: the INIT wait's EINTR leaves nothing pending,
+    // whatever the rest of kvm_run holds (status PENDING here).
+    let mut k = kvm(1);
+    let r = run(&mut k, &p, Inject::InitWaitSignal, Guest::Halt);
+    assert_eq!(fields(&k.run).status, 0);
+    assert_eq!(
+        after(&mut h, &mut k, r),
+        Ok(Step::RunFailed {
+            errno: Errno::EINTR
+        })
+    );
+    assert!(!h.is_holding() && !lock_held(&p) && !h.has_request());
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn immediate_exit_does_not_postpone_the_answer() {
+    // "KVM acts on the answer at the start of the next KVM_RUN, before it
+    // enters the guest and before it checks 'immediate_exit'".
+    for notify in [true, false] {
+        let (d, p, _b, h) = setup(&format!("immediate-{notify}"), 3000);
+        let mut h = h.notify_done(notify);
+        let mut k = kvm(1);
+        let r = k.request(BASE, 1);
+        assert_eq!(after(&mut h, &mut k, r), certificates(3000, notify));
+        let r = run(&mut k, &p, Inject::ImmediateExit, Guest::Halt);
+        assert_eq!(
+            k.firmware_calls,
+            [FirmwareCall {
+                lock_held: true,
+                certs: true
+            }]
+        );
+        assert_eq!(rc(&k).4, 1, "status DONE");
+        let want = if notify {
+            assert_eq!(r, Ok(())); // the DONE exit
+            Step::Done
+        } else {
+            assert_eq!(r, Err(Errno::EINTR));
+            Step::RunFailed {
+                errno: Errno::EINTR,
+            }
+        };
+        assert_eq!(after(&mut h, &mut k, r), Ok(want));
+        assert!(k.mem.writes.is_empty());
+        assert!(!h.is_holding() && !lock_held(&p) && !h.has_request());
         std::fs::remove_dir_all(d).unwrap();
     }
 }
@@ -377,6 +526,7 @@ fn explicit_release_and_drop_free_the_lock() {
     // The VMM gives up on this vCPU.
     h.release();
     assert!(!h.is_holding() && !lock_held(&p));
+    assert!(h.has_request(), "KVM still has the request");
     h.release();
     assert!(!lock_held(&p));
     // A later DONE exit finds nothing to release and writes nothing.
@@ -385,6 +535,7 @@ fn explicit_release_and_drop_free_the_lock() {
     set_fields(&mut k.run, done);
     assert_eq!(after(&mut h, &mut k, Ok(())), Ok(Step::Done));
     assert_eq!(fields(&k.run), done);
+    assert!(!h.has_request());
     // Dropping a handler that holds the lock releases it.
     let r = k.request(BASE, 1);
     assert_eq!(after(&mut h, &mut k, r), certificates(3000, true));

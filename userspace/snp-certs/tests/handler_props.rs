@@ -1,15 +1,19 @@
 //! Property tests of the exit handler.
 //!
-//! 1. Any `kvm_run` contents (exit reason, type, status, flags, ret, gpa,
-//!    npages), any `KVM_RUN` result and any source behaviour, several returns
-//!    in a row: no panic, and every call does what the contract says
-//!    (`common::check_after_run`: the lock rule, the closed set of answers,
+//! 1. Any `kvm_run` contents (exit reason, among them KVM_EXIT_INTR, type,
+//!    status, flags, ret, gpa, npages), any `KVM_RUN` result and any source
+//!    behaviour, several returns in a row: no panic, and every call does what
+//!    the contract says (`common::check_after_run`: the lock rule, judged on
+//!    a failed `KVM_RUN` by `status` alone, the closed set of answers,
 //!    nothing written but the answer, nothing beyond the table or the guest's
 //!    pages).
 //! 2. Against a simulated KVM that follows the contract, with failures
-//!    injected before and after KVM acts: every firmware call that gets
-//!    certificates happens under the lock, the lock is never held when KVM has
-//!    no pending request, and KVM never refuses an answer of the handler.
+//!    injected before KVM acts (among them a signal while the vCPU waits for
+//!    INIT, `exit_reason` KVM_EXIT_INTR), at `immediate_exit`, and after it
+//!    acts: every firmware call that gets certificates happens under the lock,
+//!    the lock is never held when KVM has no pending request, the handler
+//!    has a request pending exactly when KVM has, and KVM never refuses an
+//!    answer of the handler.
 
 mod common;
 
@@ -91,7 +95,7 @@ fn policy_strategy() -> impl Strategy<Value = FaultPolicy> {
 
 fn fields_strategy() -> impl Strategy<Value = Fields> {
     (
-        prop_oneof![4 => Just(EXIT_VMGEXIT), 1 => any::<u32>()],
+        prop_oneof![4 => Just(EXIT_VMGEXIT), 1 => Just(EXIT_INTR), 1 => any::<u32>()],
         prop_oneof![4 => Just(TYPE_REQ_CERTS), 1 => any::<u32>()],
         prop_oneof![3 => Just(PENDING), 2 => Just(DONE), 1 => any::<u8>()],
         any::<u8>(),
@@ -112,27 +116,30 @@ fn fields_strategy() -> impl Strategy<Value = Fields> {
         )
 }
 
-/// One `after_run` call, checked.
+/// One `after_run` call, checked. `pending`: whether, by the contract, a
+/// request the handler answered is pending (updated).
 fn call(
     h: &mut ReqCertsHandler<Mock>,
     run: &mut kvm_run,
     mem: &mut RecordingMemory,
     result: Result<(), Errno>,
-    policy: FaultPolicy,
-    notify: bool,
+    (policy, notify): (FaultPolicy, bool),
+    pending: &mut bool,
 ) -> Result<Result<Step, ExitError>, String> {
     let before = fields(run);
     let held_before = h.is_holding();
     mem.writes.clear();
     let step = h.after_run(run, result, mem);
     let blob = h.source().blob.clone();
-    check_after_run(&Call {
+    *pending = check_after_run(&Call {
+        pending_before: *pending,
         before,
         after: fields(run),
         result,
         step: &step,
         held_before,
         held_after: h.is_holding(),
+        has_request: h.has_request(),
         source_held: h.source().held,
         blob: &blob,
         mode: h.source().mode,
@@ -159,10 +166,11 @@ proptest! {
             .fault_policy(policy);
         let mut mem = memory();
         let mut run = kvm_run::default();
+        let mut pending = false;
         for (f, result, mode) in steps {
             set_fields(&mut run, f);
             h.source_mut().mode = mode;
-            let r = call(&mut h, &mut run, &mut mem, result, policy, notify);
+            let r = call(&mut h, &mut run, &mut mem, result, (policy, notify), &mut pending);
             prop_assert!(r.is_ok(), "{}", r.unwrap_err());
         }
         h.release();
@@ -180,7 +188,10 @@ proptest! {
                 4 => Just(Inject::None),
                 1 => Just(Inject::FailBefore(Errno::EINTR)),
                 1 => Just(Inject::FailBefore(Errno::EINVAL)),
+                2 => Just(Inject::InitWaitSignal),
+                1 => Just(Inject::ImmediateExit),
                 1 => Just(Inject::FailAfter(Errno::EFAULT)),
+                1 => Just(Inject::FailAfter(Errno::EINTR)),
             ],
             prop_oneof![
                 1 => Just(None),
@@ -194,20 +205,24 @@ proptest! {
             .fault_policy(policy);
         let mut kvm = FakeKvm::new(memory());
         let mut r = kvm.request(BASE + first.0 * PAGE, first.1);
+        let mut pending = false;
         for (inject, next, mode) in ops {
             h.source_mut().mode = mode;
-            let c = call(&mut h, &mut kvm.run, &mut kvm.mem, r, policy, notify);
+            let c = call(&mut h, &mut kvm.run, &mut kvm.mem, r, (policy, notify), &mut pending);
             prop_assert!(c.is_ok(), "{}", c.unwrap_err());
-            // Never holding a lock KVM has no request for.
+            // Never holding a lock KVM has no request for, and a request
+            // pending exactly when KVM has one it has not acted on.
             prop_assert!(!h.is_holding() || kvm.has_pending());
+            prop_assert_eq!(h.has_request(), kvm.has_pending());
             let next = match next {
                 None => Guest::Halt,
                 Some((page, npages)) => Guest::Request { gpa: BASE + page * PAGE, npages },
             };
             r = kvm.kvm_run(inject, h.source().held, next);
         }
-        let c = call(&mut h, &mut kvm.run, &mut kvm.mem, r, policy, notify);
+        let c = call(&mut h, &mut kvm.run, &mut kvm.mem, r, (policy, notify), &mut pending);
         prop_assert!(c.is_ok(), "{}", c.unwrap_err());
+        prop_assert_eq!(h.has_request(), kvm.has_pending());
         for fw in &kvm.firmware_calls {
             prop_assert!(fw.lock_held || !fw.certs, "firmware got certificates without the lock");
         }

@@ -7,9 +7,12 @@
 //!   `kvm_run` (exit reason at 8, the whole `vmgexit` member at 32..64) from
 //!   the fuzzer, as a buggy or hostile kernel might leave them;
 //! * model: a simulated KVM that follows the contract, with failures injected
-//!   before and after it acts on the answer; every firmware call that gets
+//!   before it acts on the answer (among them a signal while the vCPU waits
+//!   for INIT, which sets `exit_reason` to KVM_EXIT_INTR), at
+//!   `immediate_exit`, and after it acts; every firmware call that gets
 //!   certificates must happen under the lock, the lock must never be held
-//!   when KVM has no pending request, and KVM must never refuse an answer.
+//!   when KVM has no pending request, the handler must have a request pending
+//!   exactly when KVM has, and KVM must never refuse an answer.
 //!
 //! Any broken rule or panic is a crash.
 #![no_main]
@@ -56,13 +59,15 @@ fn mode(sel: u8) -> Mode {
     }
 }
 
+/// One checked `after_run` call. `pending`: whether, by the contract, a
+/// request the handler answered is pending (updated).
 fn call(
     h: &mut ReqCertsHandler<Mock>,
     run: &mut kvm_run,
     mem: &mut RecordingMemory,
     result: Result<(), Errno>,
-    policy: FaultPolicy,
-    notify: bool,
+    (policy, notify): (FaultPolicy, bool),
+    pending: &mut bool,
 ) {
     let before = fields(run);
     let held_before = h.is_holding();
@@ -70,12 +75,14 @@ fn call(
     let step = h.after_run(run, result, mem);
     let blob = h.source().blob.clone();
     let checked = check_after_run(&Call {
+        pending_before: *pending,
         before,
         after: fields(run),
         result,
         step: &step,
         held_before,
         held_after: h.is_holding(),
+        has_request: h.has_request(),
         source_held: h.source().held,
         blob: &blob,
         mode: h.source().mode,
@@ -84,8 +91,9 @@ fn call(
         mem,
         writes: &mem.writes,
     });
-    if let Err(e) = checked {
-        panic!("contract broken: {e}");
+    match checked {
+        Ok(p) => *pending = p,
+        Err(e) => panic!("contract broken: {e}"),
     }
 }
 
@@ -119,32 +127,47 @@ fuzz_target!(|data: &[u8]| {
     if ctl[0] & 1 == 0 {
         // raw: [result][mode][64 bytes of kvm_run] per return of KVM_RUN
         let mut mem = mem;
+        let mut pending = false;
         for chunk in steps.chunks(66).take(6) {
             let [r, m, run_bytes @ ..] = chunk else {
                 break;
             };
             let mut run = load_run(run_bytes);
             h.source_mut().mode = mode(*m);
-            call(&mut h, &mut run, &mut mem, result(*r), policy, notify);
+            let result = result(*r);
+            call(
+                &mut h,
+                &mut run,
+                &mut mem,
+                result,
+                (policy, notify),
+                &mut pending,
+            );
         }
     } else {
         // model: [inject][guest page][guest npages][mode] per KVM_RUN
         let mut kvm = FakeKvm::new(mem);
         let mut r = kvm.request(base, 1);
+        let mut pending = false;
+        let opts = (policy, notify);
         for chunk in steps.chunks(4).take(24) {
             let &[inject, page, npages, m] = chunk else {
                 break;
             };
             h.source_mut().mode = mode(m);
-            call(&mut h, &mut kvm.run, &mut kvm.mem, r, policy, notify);
+            call(&mut h, &mut kvm.run, &mut kvm.mem, r, opts, &mut pending);
             assert!(
                 !h.is_holding() || kvm.has_pending(),
                 "lock held without a request"
             );
-            let inject = match inject % 6 {
+            assert_eq!(h.has_request(), kvm.has_pending(), "pending request");
+            let inject = match inject % 9 {
                 1 => Inject::FailBefore(Errno::EINTR),
                 2 => Inject::FailBefore(Errno::EINVAL),
                 3 => Inject::FailAfter(Errno::EFAULT),
+                4 => Inject::InitWaitSignal,
+                5 => Inject::ImmediateExit,
+                6 => Inject::FailAfter(Errno::EINTR),
                 _ => Inject::None,
             };
             let next = if page == 0 {
@@ -157,7 +180,8 @@ fuzz_target!(|data: &[u8]| {
             };
             r = kvm.kvm_run(inject, h.source().held, next);
         }
-        call(&mut h, &mut kvm.run, &mut kvm.mem, r, policy, notify);
+        call(&mut h, &mut kvm.run, &mut kvm.mem, r, opts, &mut pending);
+        assert_eq!(h.has_request(), kvm.has_pending(), "pending request");
         for fw in &kvm.firmware_calls {
             assert!(
                 fw.lock_held || !fw.certs,

@@ -16,6 +16,10 @@ use snp_certs::vmgexit::{
 pub const EXIT_VMGEXIT: u32 = 40;
 /// KVM_EXIT_HLT, standing for "any other exit".
 pub const EXIT_HLT: u32 = 5;
+/// KVM_EXIT_INTR: what a signal leaves in `exit_reason`, also on the path
+/// where `KVM_RUN` fails before KVM acted on the answer (the vCPU waits for
+/// INIT).
+pub const EXIT_INTR: u32 = 10;
 pub const TYPE_REQ_CERTS: u32 = 1;
 pub const RET_0: u32 = 0;
 /// SW_EXITINFO2 0x0000000100000000: VMM error 1.
@@ -172,9 +176,18 @@ impl CertSource for Mock {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inject {
     None,
-    /// Fails before acting on the answer (a signal, `immediate_exit`, an
-    /// invalid `kvm_dirty_regs`, ...): nothing changes.
+    /// Fails before acting on the answer (e.g. `EINVAL` on an invalid
+    /// `kvm_dirty_regs`): nothing in `kvm_run` changes.
     FailBefore(Errno),
+    /// Userspace set the vCPU's MP state, so `KVM_RUN` waits for INIT, and a
+    /// signal ends the wait: `KVM_RUN` fails with `EINTR` before KVM acted on
+    /// the answer and sets `exit_reason` to `KVM_EXIT_INTR`; `vmgexit`
+    /// (`status` PENDING, the answer) stays as it was.
+    InitWaitSignal,
+    /// `immediate_exit` is set: KVM acts on an answered request first (it
+    /// does not postpone it), then fails with `EINTR` instead of entering the
+    /// guest; with NOTIFY_DONE in the answer it makes the DONE exit instead.
+    ImmediateExit,
     /// Fails after acting on the answer: `status` is DONE already.
     FailAfter(Errno),
 }
@@ -267,6 +280,11 @@ impl FakeKvm {
     /// The next `KVM_RUN`. `lock_held` is whether the VMM holds the
     /// certificate lock during it (it cannot change during the ioctl).
     pub fn kvm_run(&mut self, inject: Inject, lock_held: bool, next: Guest) -> Result<(), Errno> {
+        if inject == Inject::InitWaitSignal {
+            // Before anything else, and before KVM looks at the answer.
+            self.run.exit_reason = EXIT_INTR;
+            return Err(Errno::EINTR);
+        }
         match self.state {
             State::Pending { guest_npages } => {
                 if let Inject::FailBefore(e) = inject {
@@ -315,6 +333,10 @@ impl FakeKvm {
                     return Err(e);
                 }
                 if f.flags & NOTIFY_DONE != 0 {
+                    // The DONE exit: KVM_EXIT_VMGEXIT, the same type, status
+                    // DONE, flags 0 (the exit reason also after an
+                    // InitWaitSignal replaced it).
+                    self.run.exit_reason = EXIT_VMGEXIT;
                     self.run
                         .__bindgen_anon_1
                         .vmgexit
@@ -324,6 +346,9 @@ impl FakeKvm {
                     self.state = State::DoneExit;
                     return Ok(());
                 }
+                if inject == Inject::ImmediateExit {
+                    return Err(Errno::EINTR);
+                }
                 self.guest(next)
             }
             State::DoneExit | State::Idle => {
@@ -331,6 +356,9 @@ impl FakeKvm {
                     return Err(e);
                 }
                 self.state = State::Idle;
+                if inject == Inject::ImmediateExit {
+                    return Err(Errno::EINTR);
+                }
                 self.guest(next)
             }
         }
@@ -349,12 +377,18 @@ impl FakeKvm {
 
 /// Everything about one `after_run` call the check needs.
 pub struct Call<'a> {
+    /// Whether, by the contract, a request the handler answered was pending
+    /// before this return of `KVM_RUN` (what the previous check returned;
+    /// false for the first call).
+    pub pending_before: bool,
     pub before: Fields,
     pub after: Fields,
     pub result: Result<(), Errno>,
     pub step: &'a Result<Step, ExitError>,
     pub held_before: bool,
     pub held_after: bool,
+    /// The handler's `has_request()` after the call.
+    pub has_request: bool,
     /// Whether the source's lock is held after the call.
     pub source_held: bool,
     pub blob: &'a [u8],
@@ -375,37 +409,52 @@ macro_rules! ensure {
 }
 
 /// Checks one `after_run` call against the contract; `Err` says what broke.
-pub fn check_after_run(c: &Call<'_>) -> Result<(), String> {
+/// `Ok(pending)`: whether a request the handler answered is pending after the
+/// call, by the contract (pass it as the next call's `pending_before`).
+pub fn check_after_run(c: &Call<'_>) -> Result<bool, String> {
     let b = c.before;
     let a = c.after;
     let ours = b.exit_reason == EXIT_VMGEXIT && b.ty == TYPE_REQ_CERTS;
-    let pending = ours && b.status == PENDING;
 
-    // The lock rule: kept exactly while KVM_RUN left a request pending.
+    // The lock rule (api.rst): "After every return from KVM_RUN: if 'status'
+    // reads DONE, or KVM_RUN returned 0 with an 'exit_reason' other than
+    // KVM_EXIT_VMGEXIT [...], KVM has finished with the request, and the VMM
+    // releases the lock; otherwise the request is still pending [...]. The
+    // VMM keeps the lock [...]. If KVM_RUN returned 0 with KVM_EXIT_VMGEXIT
+    // and 'status' PENDING, this is a new request." `status` is read whatever
+    // `exit_reason` says. The rule is about a request the VMM answered: with
+    // none outstanding, a failed KVM_RUN leaves nothing pending.
+    let finished = b.status == DONE || (c.result.is_ok() && b.exit_reason != EXIT_VMGEXIT);
     ensure!(
         c.source_held == c.held_after,
         "source lock {} but handler says {}",
         c.source_held,
         c.held_after
     );
-    match (c.result, pending) {
-        (Err(errno), true) => {
+    let pending_after = match c.result {
+        Err(errno) if c.pending_before && !finished => {
             ensure!(
                 *c.step == Ok(Step::StillPending { errno }),
-                "failed KVM_RUN with a pending request: {:?}",
+                "failed KVM_RUN, status {} (not DONE), exit_reason {}, a request pending: {:?}",
+                b.status,
+                b.exit_reason,
                 c.step
             );
             ensure!(c.held_after == c.held_before, "lock changed while pending");
+            true
         }
-        (Err(errno), false) => {
+        Err(errno) => {
             ensure!(
                 *c.step == Ok(Step::RunFailed { errno }),
-                "failed KVM_RUN without a pending request: {:?}",
+                "failed KVM_RUN, status {}, request pending before: {}: {:?}",
+                b.status,
+                c.pending_before,
                 c.step
             );
             ensure!(!c.held_after, "lock kept after KVM finished");
+            false
         }
-        (Ok(()), true) => {
+        Ok(()) if ours && b.status == PENDING => {
             let Ok(Step::Answered(ans)) = c.step else {
                 return Err(format!("new request not answered: {:?}", c.step));
             };
@@ -415,8 +464,12 @@ pub fn check_after_run(c: &Call<'_>) -> Result<(), String> {
                 c.held_after,
                 ans
             );
+            true
         }
-        (Ok(()), false) => {
+        Ok(()) => {
+            // Another exit, the DONE exit, or (never from a correct KVM) a
+            // VMGEXIT of another type or with an invalid status: a new exit,
+            // so the guest ran again and KVM had acted on any earlier answer.
             let want = if b.exit_reason != EXIT_VMGEXIT {
                 Ok(Step::NotOurs)
             } else if b.ty != TYPE_REQ_CERTS {
@@ -428,15 +481,22 @@ pub fn check_after_run(c: &Call<'_>) -> Result<(), String> {
             };
             ensure!(*c.step == want, "{:?}, want {:?}", c.step, want);
             ensure!(!c.held_after, "lock kept after KVM finished");
+            false
         }
-    }
+    };
+    ensure!(
+        c.has_request == pending_after,
+        "has_request {} but the contract says {}",
+        c.has_request,
+        pending_after
+    );
 
     // kvm_run: only a new request's answer writes, and only ret, flags and
     // (INVALID_LEN) data_npages, with values from the closed set.
     let Ok(Step::Answered(ans)) = c.step else {
         ensure!(a == b, "kvm_run changed: {b:?} -> {a:?}");
         ensure!(c.writes.is_empty(), "guest memory written: {:?}", c.writes);
-        return Ok(());
+        return Ok(pending_after);
     };
     ensure!(
         (a.exit_reason, a.ty, a.gpa, a.status) == (b.exit_reason, b.ty, b.gpa, b.status),
@@ -569,5 +629,5 @@ pub fn check_after_run(c: &Call<'_>) -> Result<(), String> {
         },
         _ => ensure!(c.writes.is_empty(), "writes {:?} for {:?}", c.writes, ans),
     }
-    Ok(())
+    Ok(pending_after)
 }
