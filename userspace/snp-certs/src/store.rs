@@ -290,11 +290,22 @@ pub fn open_locked(
     let deadline = wait.and_then(|w| Instant::now().checked_add(w));
     for _ in 0..MAX_ATTEMPTS {
         let mut oo = OpenOptions::new();
-        oo.read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY);
+        // O_NONBLOCK: opening a FIFO (or a device) must not block the caller (a
+        // vCPU thread); anything but a regular file is refused just below. On a
+        // regular file O_NONBLOCK changes nothing.
+        oo.read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK);
         if kind == LockKind::Exclusive {
             oo.write(true); // F_WRLCK needs a writable descriptor
         }
         let file = oo.open(path).map_err(io_err("open", path))?;
+        let ft = file.metadata().map_err(io_err("fstat", path))?.file_type();
+        if !ft.is_file() {
+            return Err(io_err("open", path)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
         let left = match (wait, deadline) {
             (None, _) => None,
             (Some(_), Some(d)) => Some(d.saturating_duration_since(Instant::now())),
@@ -884,6 +895,33 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         drop(new);
         assert_eq!(h.join().unwrap().unwrap(), blob(3, 10));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn fifo_or_directory_at_path_is_refused_without_blocking() {
+        let d = tmpdir("fifo");
+        let p = d.join("c");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p2 = p.clone();
+        std::thread::spawn(move || {
+            let r = read_locked(&p2, Some(Duration::from_millis(100))).map(|_| ());
+            let mut s = BlobServer::new(&p2).unwrap();
+            let r2 = s.acquire().map(|_| ());
+            let _ = tx.send((r, r2));
+        });
+        let (r, r2) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("opening a FIFO at the certificate path blocked");
+        for r in [r, r2] {
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        std::fs::remove_file(&p).unwrap();
+        std::fs::create_dir(&p).unwrap();
+        let e = read_locked(&p, None).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
