@@ -571,6 +571,41 @@ fn events_scan(mut buf: &[u8], name: &[u8]) -> Option<(bool, bool)> {
     Some((hit, dir_gone))
 }
 
+/// Reads the inotify queue with `read` until it is empty. Returns whether an
+/// event concerns `name` (errors count as yes) and whether the watch must be
+/// re-armed. A `read` that returns 0 (which inotify should never do) counts as
+/// an error: it ends the loop instead of spinning on it.
+fn drain_events(
+    mut read: impl FnMut(&mut [u8]) -> Result<usize, Errno>,
+    evbuf: &mut [u8],
+    name: &[u8],
+) -> (bool, bool) {
+    let mut relevant = false;
+    let mut rewatch = false;
+    loop {
+        let n = match read(evbuf) {
+            Ok(0) => return (true, true),
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => return (relevant, rewatch),
+            Err(Errno::EINTR) => continue,
+            Err(_) => return (true, rewatch),
+        };
+        let Some(buf) = evbuf.get(..n) else {
+            return (true, rewatch);
+        };
+        match events_scan(buf, name) {
+            Some((hit, dir_gone)) => {
+                relevant |= hit;
+                rewatch |= dir_gone;
+            }
+            None => {
+                relevant = true;
+                rewatch = true;
+            }
+        }
+    }
+}
+
 fn watch_dir(path: &Path) -> Result<Inotify, StoreError> {
     let (dir, _) = split_path(path)?;
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
@@ -641,31 +676,14 @@ impl BlobServer {
     /// calls (no per-request allocation or zeroing) and parses them with bounds
     /// checks.
     fn changed(&mut self) -> bool {
-        let mut relevant = false;
-        loop {
-            let n = match nix::unistd::read(self.inotify.as_fd(), &mut self.evbuf) {
-                Ok(n) => n,
-                Err(Errno::EAGAIN) => return relevant,
-                Err(Errno::EINTR) => continue,
-                Err(_) => return true,
-            };
-            let Some(buf) = self.evbuf.get(..n) else {
-                return true;
-            };
-            match events_scan(buf, self.name.as_bytes()) {
-                Some((hit, dir_gone)) => {
-                    relevant |= hit;
-                    self.rewatch |= dir_gone;
-                }
-                None => {
-                    relevant = true;
-                    self.rewatch = true;
-                }
-            }
-            if n == 0 {
-                relevant = true;
-            }
-        }
+        let fd = self.inotify.as_fd();
+        let (relevant, rewatch) = drain_events(
+            |buf| nix::unistd::read(fd, buf),
+            &mut self.evbuf,
+            self.name.as_bytes(),
+        );
+        self.rewatch |= rewatch;
+        relevant
     }
 
     /// Takes the shared lock and returns the current, validated blob. The lock is
@@ -896,6 +914,36 @@ mod tests {
         drop(new);
         assert_eq!(h.join().unwrap().unwrap(), blob(3, 10));
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn inotify_read_of_zero_bytes_ends_the_drain() {
+        // A read() that keeps returning 0 must not make the per-request check spin.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut calls = 0u32;
+            let mut buf = vec![0u8; 64];
+            let r = drain_events(
+                |_| {
+                    calls += 1;
+                    Ok(0)
+                },
+                &mut buf,
+                b"c",
+            );
+            let _ = tx.send((r, calls));
+        });
+        let ((relevant, rewatch), calls) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("drain_events spins on a zero-byte read");
+        assert!(relevant && rewatch);
+        assert_eq!(calls, 1);
+        // EAGAIN at once: nothing changed.
+        let mut buf = vec![0u8; 64];
+        assert_eq!(
+            drain_events(|_| Err(Errno::EAGAIN), &mut buf, b"c"),
+            (false, false)
+        );
     }
 
     #[test]
