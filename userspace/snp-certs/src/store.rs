@@ -716,12 +716,13 @@ impl BlobServer {
         // Slow path. Drain first: an event that arrives after this point makes
         // the next request reload again, which is safe.
         let _ = self.changed();
-        if self.rewatch {
-            // The watched directory was removed or moved: watch the directory
-            // the path names now (events of the old watch no longer matter).
-            self.inotify = watch_dir(&self.path)?;
-            self.rewatch = false;
-        }
+        // Re-arm the watch on every reload, on the directory the path names now:
+        // the watched directory may have been removed or moved, or (seen only
+        // by the stat backstop) an ancestor swapped, and then the old watch
+        // would never report a change again. Events of the old watch no longer
+        // matter; a change after this point is queued on the new one.
+        self.inotify = watch_dir(&self.path)?;
+        self.rewatch = false;
         let path = self.path.clone();
         let mut lf = open_locked(&path, LockKind::Shared, Some(self.wait))?;
         let blob = read_whole(&mut lf.file, &path)?;
@@ -944,6 +945,45 @@ mod tests {
             drain_events(|_| Err(Errno::EAGAIN), &mut buf, b"c"),
             (false, false)
         );
+    }
+
+    #[test]
+    fn watch_is_rearmed_after_backstop_reload() {
+        let every = Duration::from_millis(800);
+        let top = tmpdir("rearm");
+        let d = top.join("a").join("certdir");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        let mut s = BlobServer::new(&p).unwrap().with_revalidate(every);
+        assert_eq!(s.acquire().unwrap(), &blob(1, 10)[..]);
+        s.release();
+        // Swap an ancestor of the watched directory.
+        let d2 = top.join("a.new").join("certdir");
+        std::fs::create_dir_all(&d2).unwrap();
+        install(&d2.join("c"), &blob(2, 10), None).unwrap();
+        std::fs::rename(top.join("a"), top.join("a.old")).unwrap();
+        std::fs::rename(top.join("a.new"), top.join("a")).unwrap();
+        // The backstop reloads once its interval has passed.
+        std::thread::sleep(every + Duration::from_millis(100));
+        assert_eq!(s.acquire().unwrap(), &blob(2, 10)[..]);
+        s.release();
+        let reloads = s.reloads();
+        // Rewrite the file in place (same inode, under the exclusive lock), then
+        // ask at once, well within the backstop interval: only the watch, which
+        // must now be on the new directory, can report the change.
+        let t0 = Instant::now();
+        {
+            let lf = open_locked(&p, LockKind::Exclusive, None).unwrap();
+            let mut f = lf.file();
+            f.seek(SeekFrom::Start(0)).unwrap();
+            f.write_all(&blob(3, 10)).unwrap();
+        }
+        assert_eq!(s.acquire().unwrap(), &blob(3, 10)[..]);
+        s.release();
+        assert!(t0.elapsed() < every, "took {:?}", t0.elapsed());
+        assert_eq!(s.reloads(), reloads + 1);
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]
