@@ -247,10 +247,25 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
         inputs.push((CertKind::Crl, c));
     }
     let mut b = Builder::new().allow_oversize(oversize);
+    let mut seen: Vec<(CertKind, Vec<u8>)> = Vec::new();
     for (kind, path) in inputs {
         let raw = read_input(&path)?;
-        let der = pem::to_der(&raw)
+        let label = if kind == CertKind::Crl {
+            pem::LABEL_CRL
+        } else {
+            pem::LABEL_CERTIFICATE
+        };
+        let der = pem::to_der_labeled(&raw, label)
             .map_err(|e| Fail::Run(format!("{} ({}): {e}", path.display(), kind.name())))?;
+        if let Some((other, _)) = seen.iter().find(|(_, d)| *d == der) {
+            return run_err(format!(
+                "{} ({}): the same certificate is already given as {}",
+                path.display(),
+                kind.name(),
+                other.name()
+            ));
+        }
+        seen.push((kind, der.clone()));
         b = b.add_kind(kind, der);
     }
     let blob = b.build().map_err(|e| Fail::Run(format!("build: {e}")))?;

@@ -16,6 +16,12 @@ pub enum CertInputError {
     BadBase64,
     /// Not DER: does not start with a SEQUENCE whose length covers the input.
     NotDer,
+    /// A PEM block with another label than the one expected (e.g. `EC PRIVATE
+    /// KEY` where a `CERTIFICATE` is needed): (found, expected).
+    WrongLabel(String, &'static str),
+    /// DER that is a private key (a SEQUENCE starting with a version INTEGER
+    /// 0 or 1: PKCS#1, SEC1, PKCS#8), not a certificate or CRL.
+    PrivateKey,
 }
 
 impl fmt::Display for CertInputError {
@@ -31,6 +37,12 @@ impl fmt::Display for CertInputError {
             }
             CertInputError::LabelMismatch => write!(f, "PEM END label does not match BEGIN"),
             CertInputError::BadBase64 => write!(f, "invalid base64 in PEM body"),
+            CertInputError::WrongLabel(found, want) => {
+                write!(f, "PEM block is \"{found}\", expected \"{want}\"")
+            }
+            CertInputError::PrivateKey => {
+                write!(f, "DER is a private key, not a certificate; refusing it")
+            }
             CertInputError::NotDer => {
                 write!(
                     f,
@@ -43,19 +55,53 @@ impl fmt::Display for CertInputError {
 
 impl std::error::Error for CertInputError {}
 
-/// Returns the DER bytes of a PEM or DER certificate (or CRL) file.
+/// PEM label of a certificate.
+pub const LABEL_CERTIFICATE: &str = "CERTIFICATE";
+/// PEM label of a certificate revocation list.
+pub const LABEL_CRL: &str = "X509 CRL";
+
+/// Returns the DER bytes of a PEM or DER certificate file: a PEM block must be
+/// labelled `CERTIFICATE`.
 pub fn to_der(input: &[u8]) -> Result<Vec<u8>, CertInputError> {
+    to_der_labeled(input, LABEL_CERTIFICATE)
+}
+
+/// Returns the DER bytes of a PEM or DER file whose PEM block must carry
+/// `label` (e.g. [`LABEL_CERTIFICATE`], [`LABEL_CRL`]). Any other label, and
+/// DER that is a private key, is refused.
+pub fn to_der_labeled(input: &[u8], label: &'static str) -> Result<Vec<u8>, CertInputError> {
     let trimmed = trim_ascii_start(input);
     if trimmed.is_empty() {
         return Err(CertInputError::Empty);
     }
     let der = if trimmed.starts_with(b"-----BEGIN ") {
-        pem_decode(trimmed)?
+        let (found, der) = pem_decode(trimmed)?;
+        if found != label {
+            return Err(CertInputError::WrongLabel(found, label));
+        }
+        der
     } else {
         input.to_vec()
     };
     check_der_sequence(&der)?;
+    if looks_like_private_key(&der) {
+        return Err(CertInputError::PrivateKey);
+    }
     Ok(der)
+}
+
+/// A certificate or CRL starts with a SEQUENCE (tbsCertificate/tbsCertList);
+/// PKCS#1, SEC1 and PKCS#8 private keys start with a version INTEGER 0 or 1.
+fn looks_like_private_key(der: &[u8]) -> bool {
+    let hdr = match der.get(1) {
+        Some(&l) if l < 0x80 => 2usize,
+        Some(&l) => usize::from(l & 0x7f).saturating_add(2),
+        None => return false,
+    };
+    matches!(
+        der.get(hdr..hdr.saturating_add(3)),
+        Some([0x02, 0x01, 0x00 | 0x01])
+    )
 }
 
 fn trim_ascii_start(b: &[u8]) -> &[u8] {
@@ -63,7 +109,7 @@ fn trim_ascii_start(b: &[u8]) -> &[u8] {
     b.get(n..).unwrap_or(&[])
 }
 
-fn pem_decode(text: &[u8]) -> Result<Vec<u8>, CertInputError> {
+fn pem_decode(text: &[u8]) -> Result<(String, Vec<u8>), CertInputError> {
     let text = std::str::from_utf8(text).map_err(|_| CertInputError::BadBase64)?;
     let mut blocks = 0usize;
     let mut label: Option<&str> = None;
@@ -87,7 +133,7 @@ fn pem_decode(text: &[u8]) -> Result<Vec<u8>, CertInputError> {
             }
             blocks = blocks.saturating_add(1);
             if out.is_none() {
-                out = Some(base64_decode(&body)?);
+                out = Some((l.to_string(), base64_decode(&body)?));
             }
         } else if label.is_some() {
             if line.contains(':') {
@@ -199,6 +245,33 @@ mod tests {
     }
 
     #[test]
+    fn keys_and_other_labels_are_refused() {
+        // An EC private key (SEC1), PEM and DER: 30 07 02 01 01 04 02 aa bb.
+        let key_der = [0x30, 0x07, 0x02, 0x01, 0x01, 0x04, 0x02, 0xaa, 0xbb];
+        let key_pem =
+            "-----BEGIN EC PRIVATE KEY-----\nMAcCAQEEAqq7\n-----END EC PRIVATE KEY-----\n";
+        assert_eq!(
+            to_der(key_pem.as_bytes()),
+            Err(CertInputError::WrongLabel(
+                "EC PRIVATE KEY".into(),
+                LABEL_CERTIFICATE
+            ))
+        );
+        assert_eq!(to_der(&key_der), Err(CertInputError::PrivateKey));
+        let crl = "-----BEGIN X509 CRL-----\nMAMCAQU=\n-----END X509 CRL-----\n";
+        assert!(matches!(
+            to_der(crl.as_bytes()),
+            Err(CertInputError::WrongLabel(..))
+        ));
+        let cert = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            to_der_labeled(cert.as_bytes(), LABEL_CRL),
+            Err(CertInputError::WrongLabel(..))
+        ));
+        assert!(to_der(&[0x30, 0x03, 0x30, 0x01, 0x00]).is_ok());
+    }
+
+    #[test]
     fn pem_and_der() {
         let der = [0x30, 0x03, 0x02, 0x01, 0x05];
         assert_eq!(to_der(&der).unwrap(), der);
@@ -209,6 +282,8 @@ mod tests {
             to_der(two.as_bytes()),
             Err(CertInputError::MultiplePemBlocks(2))
         );
+        let crl = "-----BEGIN X509 CRL-----\nMAMCAQU=\n-----END X509 CRL-----\n";
+        assert_eq!(to_der_labeled(crl.as_bytes(), LABEL_CRL).unwrap(), der);
         let bad = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END X509 CRL-----\n";
         assert_eq!(to_der(bad.as_bytes()), Err(CertInputError::LabelMismatch));
         let open = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n";

@@ -290,6 +290,7 @@ fn hostile_inputs_fail_cleanly() {
         b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
     );
     let good = w("good.der", &der(1, 100));
+    let good2 = w("good2.der", &der(2, 100));
     let chain = w(
         "chain.pem",
         format!("{}{}", pem(&der(1, 10)), pem(&der(2, 10))).as_bytes(),
@@ -304,12 +305,12 @@ fn hostile_inputs_fail_cleanly() {
             "--ask",
             s(&good),
             "--vlek",
-            s(&good),
+            s(&good2),
             "-o",
             s(&out),
         ]);
         let e = String::from_utf8_lossy(&o.stderr);
-        // good.der twice is fine as data, but big/bad/chain must fail
+        // good/good2 are fine, but big/bad/chain must fail
         assert_eq!(o.status.code(), Some(1), "{why}: {e}");
         assert!(e.contains(why), "{why}: {e}");
     }
@@ -320,11 +321,68 @@ fn hostile_inputs_fail_cleanly() {
         "--ask",
         s(&good),
         "--vlek",
-        s(&good),
+        s(&good2),
         "--allow-oversize",
         "-o",
         s(&out),
     ]);
     assert!(o.status.success());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn build_refuses_keys_and_one_certificate_in_two_roles() {
+    let d = dir("keys");
+    let w = |name: &str, data: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    };
+    let ark = w("ark.pem", pem(&der(1, 50)).as_bytes());
+    let ask = w("ask.pem", pem(&der(3, 60)).as_bytes());
+    let vcek = w("vcek.pem", pem(&der(4, 70)).as_bytes());
+    // SEC1 EC private key 30 07 02 01 01 04 02 aa bb, PEM and DER.
+    let key_pem = w(
+        "key.pem",
+        b"-----BEGIN EC PRIVATE KEY-----\nMAcCAQEEAqq7\n-----END EC PRIVATE KEY-----\n",
+    );
+    let key_der = w(
+        "key.der",
+        &[0x30, 0x07, 0x02, 0x01, 0x01, 0x04, 0x02, 0xaa, 0xbb],
+    );
+    let crl_as_cert = w(
+        "crl.pem",
+        pem(&der(5, 30))
+            .replace("CERTIFICATE", "X509 CRL")
+            .as_bytes(),
+    );
+    let out = d.join("out");
+    let build = |ark: &Path, ask: &Path, vcek: &Path| {
+        run(&[
+            "build",
+            "--ark",
+            s(ark),
+            "--ask",
+            s(ask),
+            "--vcek",
+            s(vcek),
+            "-o",
+            s(&out),
+        ])
+    };
+    for (a, b, c, why) in [
+        (&ark, &ask, &key_pem, "EC PRIVATE KEY"),
+        (&ark, &ask, &key_der, "private key"),
+        (&ark, &ask, &crl_as_cert, "X509 CRL"),
+        (&ark, &ark, &vcek, "already given as ARK"),
+        (&ark, &ask, &ask, "already given as ASK"),
+    ] {
+        let o = build(a, b, c);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{why}: {e}");
+        assert!(e.contains(why), "{why}: {e}");
+        assert!(!out.exists(), "{why}");
+    }
+    assert!(build(&ark, &ask, &vcek).status.success());
     std::fs::remove_dir_all(&d).unwrap();
 }
