@@ -17,8 +17,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
+use nix::libc;
 use snp_certs::pem;
 use snp_certs::store::{self, LockKind, StoreError};
 use snp_certs::table::{self, Builder, CertKind};
@@ -82,7 +84,8 @@ SNP_SET_CONFIG, SNP_VLEK_LOAD), so no VMM serves certificates out of step with
 firmware. With --install BLOB (validated before CMD runs), BLOB replaces PATH
 after CMD succeeds, before the lock is released. Exits with CMD's status
 (128+N if CMD was killed by signal N, 127 if it could not be started).
-CMD gets SNP_CERTS_HOLD=PATH in its environment.
+CMD gets SNP_CERTS_HOLD=PATH in its environment. SIGTERM, SIGINT and SIGHUP
+sent to hold are passed on to CMD; hold keeps the lock until CMD has ended.
 ";
 
 #[derive(Debug)]
@@ -393,6 +396,77 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
     ))
 }
 
+/// Pid of the command `hold` runs, while it runs (0 otherwise).
+static HOLD_CHILD: AtomicI32 = AtomicI32::new(0);
+
+/// Signals `hold` passes on to its command instead of dying of them.
+const FORWARDED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = HOLD_CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe. pid is our child; it is
+        // cleared (with the signals blocked) right after the child is reaped.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn sigmask(how: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: set is a plain sigset_t initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::pthread_sigmask(how, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cmd` and waits for it. While it runs, SIGTERM, SIGINT and SIGHUP sent
+/// to `hold` are forwarded to it, and `hold` waits for it to end: the lock
+/// (whose descriptor the command does not inherit) must outlive the firmware
+/// update. The signals are blocked from before the spawn until the pid is
+/// known, so none is lost; the child starts with an empty mask and default
+/// handlers (std resets both).
+fn run_forwarding_signals(cmd: &mut Command) -> std::io::Result<std::process::ExitStatus> {
+    for sig in FORWARDED {
+        // SAFETY: sa is zero-initialised then filled in; the handler only reads
+        // an atomic and calls kill(2).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    sigmask(libc::SIG_BLOCK)?;
+    let child = cmd.spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = sigmask(libc::SIG_UNBLOCK);
+            return Err(e);
+        }
+    };
+    HOLD_CHILD.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+    let _ = sigmask(libc::SIG_UNBLOCK);
+    // std's wait retries on EINTR, so a forwarded signal does not end it.
+    let status = child.wait();
+    // Reaped: forward nothing more (the pid could be reused).
+    let _ = sigmask(libc::SIG_BLOCK);
+    HOLD_CHILD.store(0, Ordering::SeqCst);
+    status
+}
+
 fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut install: Option<PathBuf> = None;
@@ -458,10 +532,11 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
                 .map_err(|e| store_err(&path, e))?,
         )
     };
-    let status = Command::new(prog)
-        .args(prog_args)
-        .env(HOLD_ENV, path.as_os_str())
-        .status();
+    let status = run_forwarding_signals(
+        Command::new(prog)
+            .args(prog_args)
+            .env(HOLD_ENV, path.as_os_str()),
+    );
     let status = match status {
         Ok(s) => s,
         Err(e) => {

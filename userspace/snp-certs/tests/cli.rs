@@ -386,3 +386,68 @@ fn build_refuses_keys_and_one_certificate_in_two_roles() {
     assert!(build(&ark, &ask, &vcek).status.success());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn hold_forwards_sigterm_and_keeps_the_lock_until_cmd_ends() {
+    let d = dir("holdsig");
+    let certs = d.join("certs");
+    let blob = Builder::new()
+        .add_kind(CertKind::Vlek, der(7, 40))
+        .build()
+        .unwrap();
+    snp_certs::store::install(&certs, &blob, None).unwrap();
+    let newp = d.join("new.bin");
+    std::fs::write(
+        &newp,
+        Builder::new()
+            .add_kind(CertKind::Vlek, der(8, 40))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let (started, log, done) = (d.join("started"), d.join("log"), d.join("done"));
+    // A firmware update that must not be cut short: it notes SIGTERM and goes on.
+    let script = format!(
+        "trap 'echo term >> {log}' TERM; echo x > {started}; i=0; \
+         while [ $i -lt 15 ]; do sleep 0.1; i=$((i+1)); done; echo x > {done}",
+        log = s(&log),
+        started = s(&started),
+        done = s(&done)
+    );
+    let mut holder = bin()
+        .args(["hold", s(&certs), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !started.exists() {
+        assert!(t0.elapsed().as_secs() < 10, "command did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let k = Command::new("kill")
+        .args(["-TERM", &holder.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The command still runs, so the lock must still be held.
+    assert!(!done.exists());
+    let o = run(&["install", "--timeout", "0", s(&newp), s(&certs)]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "install succeeded while the held command still ran: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lock busy"));
+    // hold ends with its command, with the command's status.
+    let st = holder.wait().unwrap();
+    assert!(done.exists());
+    assert_eq!(st.code(), Some(0));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("term"));
+    assert_eq!(std::fs::read(&certs).unwrap(), blob);
+    // Now the lock is free.
+    assert!(run(&["install", "--timeout", "0", s(&newp), s(&certs)])
+        .status
+        .success());
+    std::fs::remove_dir_all(&d).unwrap();
+}
