@@ -451,8 +451,20 @@ pub fn replace_locked(
         let _ = std::fs::remove_file(&tmp_path);
         return Err(e);
     }
-    // The rename is done: from here on the new blob is the blob. Make it durable.
-    nix::unistd::fsync(dirf.as_fd()).map_err(|e| io_err("fsync directory", &dir)(e.into()))?;
+    // The rename is done: from here on the new blob is the blob (readers see
+    // it), so the install succeeded. Make it durable; if the directory fsync
+    // fails, the new file is still in place: warn, do not report a failure
+    // (the caller would believe the old blob is still there).
+    if let Err(e) = fsync_dir(&dirf) {
+        let _ = writeln!(
+            io::stderr(),
+            "snp-certs: warning: {} installed, but fsync of directory {} failed: {}; \
+             the replacement may not survive a crash",
+            path.display(),
+            dir.display(),
+            io::Error::from(e)
+        );
+    }
     let m = tmp.metadata().map_err(io_err("fstat", path))?;
     Ok(LockedFile {
         file: tmp,
@@ -460,6 +472,20 @@ pub fn replace_locked(
         dev: m.dev(),
         ino: m.ino(),
     })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: make the next directory fsync of this thread fail with EIO.
+    static FAIL_DIR_FSYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn fsync_dir(dirf: &File) -> nix::Result<()> {
+    #[cfg(test)]
+    if FAIL_DIR_FSYNC.with(|f| f.replace(false)) {
+        return Err(Errno::EIO);
+    }
+    nix::unistd::fsync(dirf.as_fd())
 }
 
 /// Validates `blob` and atomically installs it at `path` under the exclusive lock.
@@ -984,6 +1010,23 @@ mod tests {
         assert!(t0.elapsed() < every, "took {:?}", t0.elapsed());
         assert_eq!(s.reloads(), reloads + 1);
         std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn directory_fsync_error_after_rename_is_not_a_failed_install() {
+        let d = tmpdir("dirfsync");
+        let p = d.join("c");
+        install(&p, &blob(1, 10), None).unwrap();
+        FAIL_DIR_FSYNC.with(|f| f.set(true));
+        install(&p, &blob(2, 10), None).expect("the rename succeeded: install must succeed");
+        assert!(!FAIL_DIR_FSYNC.with(|f| f.get()), "hook not reached");
+        assert_eq!(std::fs::read(&p).unwrap(), blob(2, 10));
+        // First install (RENAME_NOREPLACE path) too.
+        let p2 = d.join("c2");
+        FAIL_DIR_FSYNC.with(|f| f.set(true));
+        install(&p2, &blob(3, 10), None).unwrap();
+        assert_eq!(std::fs::read(&p2).unwrap(), blob(3, 10));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
