@@ -739,14 +739,13 @@ impl BlobServer {
             // Contended, changed, or failed: drop the cached descriptor.
             self.cur = None;
         }
-        // Slow path. Drain first: an event that arrives after this point makes
-        // the next request reload again, which is safe.
-        let _ = self.changed();
-        // Re-arm the watch on every reload, on the directory the path names now:
-        // the watched directory may have been removed or moved, or (seen only
-        // by the stat backstop) an ancestor swapped, and then the old watch
-        // would never report a change again. Events of the old watch no longer
-        // matter; a change after this point is queued on the new one.
+        // Slow path. Re-arm the watch on every reload, on the directory the
+        // path names now: the watched directory may have been removed or moved,
+        // or (seen only by the stat backstop) an ancestor swapped, and then the
+        // old watch would never report a change again. The old watch's queued
+        // events are dropped with it, unread: they no longer matter, and a
+        // change after this point is queued on the new one and makes the next
+        // request reload again, which is safe.
         self.inotify = watch_dir(&self.path)?;
         self.rewatch = false;
         let path = self.path.clone();
