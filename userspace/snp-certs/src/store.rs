@@ -61,9 +61,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::libc;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::table::{self, TableError};
+use crate::watch::Watch;
 
 /// How often a reader or updater restarts because the path changed under it
 /// before giving up (a path replaced this often is being abused).
@@ -526,9 +526,12 @@ pub const DEFAULT_REVALIDATE: Duration = Duration::from_secs(1);
 
 /// A VMM-side reader that keeps the blob cached between requests.
 ///
-/// Per request it takes the shared OFD lock on its open descriptor and checks a
-/// directory inotify queue for any event naming the certificate file (rename
-/// over it, write to it, delete, attribute change, queue overflow). Events are
+/// Per request it takes the shared OFD lock on its open descriptor and checks
+/// the inotify queue for any event naming the certificate file in its
+/// directory (rename over it, write to it, delete, attribute change, queue
+/// overflow). The inotify instance is one per process, shared by all servers
+/// ([`crate::watch`]), so the number of servers is not bounded by
+/// `fs.inotify.max_user_instances`. Events are
 /// queued by the kernel inside the syscall that makes the change, and every change
 /// to the file happens under the exclusive lock, so once the shared lock is ours,
 /// an empty queue proves that the path still names our inode and that its bytes
@@ -548,126 +551,38 @@ pub const DEFAULT_REVALIDATE: Duration = Duration::from_secs(1);
 /// other's locks.
 pub struct BlobServer {
     path: PathBuf,
+    dir: PathBuf,
     name: OsString,
-    inotify: Inotify,
-    rewatch: bool,
+    /// The watch on the directory the path names, for events naming the file
+    /// (re-armed on every reload).
+    dir_watch: Watch,
     cur: Option<Current>,
     held: bool,
     wait: Duration,
     revalidate: Duration,
     reloads: u64,
-    evbuf: Vec<u8>,
 }
 
-/// Size of `struct inotify_event` without its name.
-const INOTIFY_EVENT_HDR: usize = 16;
-
-/// Walks a buffer of `struct inotify_event` records. `Some(true)` if any record
-/// names `name`, has no name (the directory itself), or reports a queue
-/// overflow; `Some(false)` if all records are about other files; `None` if the
-/// buffer is malformed.
-#[cfg(test)]
-fn events_name(buf: &[u8], name: &[u8]) -> Option<bool> {
-    events_scan(buf, name).map(|(hit, _)| hit)
-}
-
-/// As [`events_name`], plus whether the watched directory itself went away or
-/// moved (the watch must then be re-armed on the path's directory).
-fn events_scan(mut buf: &[u8], name: &[u8]) -> Option<(bool, bool)> {
-    let mut hit = false;
-    let mut dir_gone = false;
-    while !buf.is_empty() {
-        let mask = u32::from_ne_bytes(buf.get(4..8)?.try_into().ok()?);
-        let len = usize::try_from(u32::from_ne_bytes(buf.get(12..16)?.try_into().ok()?)).ok()?;
-        let end = INOTIFY_EVENT_HDR.checked_add(len)?;
-        let raw_name = buf.get(INOTIFY_EVENT_HDR..end)?;
-        // The name is NUL-padded.
-        let ev_name = raw_name.split(|&c| c == 0).next().unwrap_or(&[]);
-        if ev_name.is_empty() || ev_name == name || mask & libc::IN_Q_OVERFLOW != 0 {
-            hit = true;
-        }
-        if mask
-            & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_Q_OVERFLOW)
-            != 0
-        {
-            dir_gone = true;
-        }
-        buf = buf.get(end..)?;
-    }
-    Some((hit, dir_gone))
-}
-
-/// Reads the inotify queue with `read` until it is empty. Returns whether an
-/// event concerns `name` (errors count as yes) and whether the watch must be
-/// re-armed. A `read` that returns 0 (which inotify should never do) counts as
-/// an error: it ends the loop instead of spinning on it.
-fn drain_events(
-    mut read: impl FnMut(&mut [u8]) -> Result<usize, Errno>,
-    evbuf: &mut [u8],
-    name: &[u8],
-) -> (bool, bool) {
-    let mut relevant = false;
-    let mut rewatch = false;
-    loop {
-        let n = match read(evbuf) {
-            Ok(0) => return (true, true),
-            Ok(n) => n,
-            Err(Errno::EAGAIN) => return (relevant, rewatch),
-            Err(Errno::EINTR) => continue,
-            Err(_) => return (true, rewatch),
-        };
-        let Some(buf) = evbuf.get(..n) else {
-            return (true, rewatch);
-        };
-        match events_scan(buf, name) {
-            Some((hit, dir_gone)) => {
-                relevant |= hit;
-                rewatch |= dir_gone;
-            }
-            None => {
-                relevant = true;
-                rewatch = true;
-            }
-        }
-    }
-}
-
-fn watch_dir(path: &Path) -> Result<Inotify, StoreError> {
-    let (dir, _) = split_path(path)?;
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .map_err(|e| io_err("inotify_init", path)(e.into()))?;
-    let mask = AddWatchFlags::IN_MODIFY
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_MOVED_FROM
-        | AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_DELETE_SELF
-        | AddWatchFlags::IN_MOVE_SELF;
-    inotify
-        .add_watch(&dir, mask)
-        .map_err(|e| io_err("inotify_add_watch", &dir)(e.into()))?;
-    Ok(inotify)
+fn watch_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    io_err("inotify_add_watch", path)
 }
 
 impl BlobServer {
     /// Watches the certificate file's directory. The file itself may not exist
     /// yet: requests fail until it does.
     pub fn new(path: &Path) -> Result<BlobServer, StoreError> {
-        let (_, name) = split_path(path)?;
-        let inotify = watch_dir(path)?;
+        let (dir, name) = split_path(path)?;
+        let dir_watch = Watch::new(&dir, Some(&name)).map_err(watch_err(&dir))?;
         Ok(BlobServer {
             path: path.to_path_buf(),
+            dir,
             name,
-            inotify,
-            rewatch: false,
+            dir_watch,
             cur: None,
             held: false,
             wait: DEFAULT_SERVE_WAIT,
             revalidate: DEFAULT_REVALIDATE,
             reloads: 0,
-            evbuf: vec![0; 4096],
         })
     }
 
@@ -697,19 +612,10 @@ impl BlobServer {
         self.held
     }
 
-    /// True if an event about our file is queued (errors count as "changed").
-    /// Reads the raw `struct inotify_event` records into a buffer kept across
-    /// calls (no per-request allocation or zeroing) and parses them with bounds
-    /// checks.
-    fn changed(&mut self) -> bool {
-        let fd = self.inotify.as_fd();
-        let (relevant, rewatch) = drain_events(
-            |buf| nix::unistd::read(fd, buf),
-            &mut self.evbuf,
-            self.name.as_bytes(),
-        );
-        self.rewatch |= rewatch;
-        relevant
+    /// True if an event that concerns our file was queued since the watches
+    /// were armed, or events may have been lost (see [`crate::watch`]).
+    fn changed(&self) -> bool {
+        self.dir_watch.fired()
     }
 
     /// Takes the shared lock and returns the current, validated blob. The lock is
@@ -724,7 +630,7 @@ impl BlobServer {
                 .as_ref()
                 .map(|c| try_lock(c.file.as_fd(), LockKind::Shared));
             if let Some(Ok(true)) = locked {
-                if !self.changed() && !self.rewatch && self.still_current() {
+                if !self.changed() && self.still_current() {
                     self.held = true;
                     return self
                         .cur
@@ -742,12 +648,11 @@ impl BlobServer {
         // Slow path. Re-arm the watch on every reload, on the directory the
         // path names now: the watched directory may have been removed or moved,
         // or (seen only by the stat backstop) an ancestor swapped, and then the
-        // old watch would never report a change again. The old watch's queued
-        // events are dropped with it, unread: they no longer matter, and a
-        // change after this point is queued on the new one and makes the next
-        // request reload again, which is safe.
-        self.inotify = watch_dir(&self.path)?;
-        self.rewatch = false;
+        // old watch would never report a change again. The new watch is armed
+        // before the file is read, so a change after this point makes the next
+        // request reload again, which is safe; the old one is dropped after it,
+        // so a shared kernel watch is not removed and added again.
+        self.dir_watch = Watch::new(&self.dir, Some(&self.name)).map_err(watch_err(&self.dir))?;
         let path = self.path.clone();
         let mut lf = open_locked(&path, LockKind::Shared, Some(self.wait))?;
         let blob = read_whole(&mut lf.file, &path)?;
@@ -820,37 +725,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
-    }
-
-    #[test]
-    fn inotify_record_parsing() {
-        let rec = |mask: u32, name: &[u8]| {
-            let padded = (name.len() + 1).div_ceil(16) * 16;
-            let padded = if name.is_empty() { 0 } else { padded };
-            let mut v = Vec::new();
-            v.extend_from_slice(&1i32.to_ne_bytes());
-            v.extend_from_slice(&mask.to_ne_bytes());
-            v.extend_from_slice(&0u32.to_ne_bytes());
-            v.extend_from_slice(&(padded as u32).to_ne_bytes());
-            let mut n = name.to_vec();
-            n.resize(padded, 0);
-            v.extend(n);
-            v
-        };
-        assert_eq!(events_name(&rec(2, b"other"), b"certs"), Some(false));
-        assert_eq!(events_name(&rec(2, b"certs"), b"certs"), Some(true));
-        assert_eq!(events_name(&rec(2, b"certs.bak"), b"certs"), Some(false));
-        let mut two = rec(2, b"other");
-        two.extend(rec(0x80, b"certs"));
-        assert_eq!(events_name(&two, b"certs"), Some(true));
-        assert_eq!(events_name(&rec(0x400, b""), b"certs"), Some(true));
-        assert_eq!(
-            events_name(&rec(libc::IN_Q_OVERFLOW, b""), b"certs"),
-            Some(true)
-        );
-        let bad = rec(2, b"other");
-        assert_eq!(events_name(&bad[..bad.len() - 1], b"certs"), None);
-        assert_eq!(events_name(&bad[..10], b"certs"), None);
     }
 
     #[test]
@@ -940,36 +814,6 @@ mod tests {
         drop(new);
         assert_eq!(h.join().unwrap().unwrap(), blob(3, 10));
         std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn inotify_read_of_zero_bytes_ends_the_drain() {
-        // A read() that keeps returning 0 must not make the per-request check spin.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut calls = 0u32;
-            let mut buf = vec![0u8; 64];
-            let r = drain_events(
-                |_| {
-                    calls += 1;
-                    Ok(0)
-                },
-                &mut buf,
-                b"c",
-            );
-            let _ = tx.send((r, calls));
-        });
-        let ((relevant, rewatch), calls) = rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("drain_events spins on a zero-byte read");
-        assert!(relevant && rewatch);
-        assert_eq!(calls, 1);
-        // EAGAIN at once: nothing changed.
-        let mut buf = vec![0u8; 64];
-        assert_eq!(
-            drain_events(|_| Err(Errno::EAGAIN), &mut buf, b"c"),
-            (false, false)
-        );
     }
 
     #[test]
