@@ -63,7 +63,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 use nix::libc;
 
 use crate::table::{self, TableError};
-use crate::watch::Watch;
+use crate::watch::{self, Watch};
 
 /// How often a reader or updater restarts because the path changed under it
 /// before giving up (a path replaced this often is being abused).
@@ -539,6 +539,14 @@ pub const DEFAULT_REVALIDATE: Duration = Duration::from_secs(1);
 /// `stat()` path walk and the re-read. Any event: drop the cache and reload the
 /// slow way (open, lock, re-check inode, read, validate).
 ///
+/// The file's own inode is watched too (written, attributes or link count
+/// changed, closed after writing, deleted, moved), so a change made through
+/// another name raises an event as well: a write to the target of a symbolic
+/// link at the path, a write through another hard link, a rename over the
+/// link's target (the old inode's link count drops). Both watches are re-armed
+/// on every reload; the directory watch also sees a symbolic link at the path
+/// being replaced.
+///
 /// If the watched directory itself goes away or moves, the watch is re-armed
 /// on the directory the path names now. Renaming an *ancestor* directory raises
 /// no event on the watch, so at most every [`DEFAULT_REVALIDATE`] the fast path
@@ -556,6 +564,10 @@ pub struct BlobServer {
     /// The watch on the directory the path names, for events naming the file
     /// (re-armed on every reload).
     dir_watch: Watch,
+    /// The watch on the file's own inode (re-armed on every reload): sees
+    /// writes through a symbolic link's target or another hard link, which
+    /// raise no event naming the file in its directory.
+    file_watch: Option<Watch>,
     cur: Option<Current>,
     held: bool,
     wait: Duration,
@@ -578,6 +590,7 @@ impl BlobServer {
             dir,
             name,
             dir_watch,
+            file_watch: None,
             cur: None,
             held: false,
             wait: DEFAULT_SERVE_WAIT,
@@ -615,7 +628,9 @@ impl BlobServer {
     /// True if an event that concerns our file was queued since the watches
     /// were armed, or events may have been lost (see [`crate::watch`]).
     fn changed(&self) -> bool {
-        self.dir_watch.fired()
+        watch::drain();
+        self.dir_watch.fired_no_drain()
+            || self.file_watch.as_ref().map_or(true, Watch::fired_no_drain)
     }
 
     /// Takes the shared lock and returns the current, validated blob. The lock is
@@ -653,8 +668,15 @@ impl BlobServer {
         // request reload again, which is safe; the old one is dropped after it,
         // so a shared kernel watch is not removed and added again.
         self.dir_watch = Watch::new(&self.dir, Some(&self.name)).map_err(watch_err(&self.dir))?;
+        self.file_watch = None;
         let path = self.path.clone();
         let mut lf = open_locked(&path, LockKind::Shared, Some(self.wait))?;
+        // Watch the inode too. We hold the shared lock and the path names the
+        // locked inode (re-checked), so the path (symbolic links followed, as
+        // open did) resolves to it here: it cannot be replaced while we hold
+        // the lock, and a change of a symbolic link at the path is an event on
+        // the directory watch armed above.
+        self.file_watch = Some(Watch::new(&path, None).map_err(watch_err(&path))?);
         let blob = read_whole(&mut lf.file, &path)?;
         table::parse(&blob).map_err(StoreError::Table)?;
         self.reloads = self.reloads.saturating_add(1);

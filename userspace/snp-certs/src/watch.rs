@@ -281,15 +281,9 @@ impl Watch {
         })
     }
 
-    /// True if an event that concerns this watch was queued since it was
-    /// armed (reads the queue first), or events may have been lost.
-    pub(crate) fn fired(&self) -> bool {
-        drain();
-        self.fired_no_drain()
-    }
-
-    /// As [`fired`](Self::fired), without reading the queue (use after
-    /// [`drain`] when checking several watches).
+    /// True if an event that concerns this watch was counted since it was
+    /// armed, or events may have been lost. Call [`drain`] first: it reads
+    /// the queue once for all the watches a server checks.
     pub(crate) fn fired_no_drain(&self) -> bool {
         EPOCH.load(Ordering::SeqCst) != self.epoch
             || self.itself.0.load(Ordering::SeqCst) != self.itself.1

@@ -118,8 +118,12 @@ fn more_servers_than_the_inotify_instance_limit_each_see_their_own_file() {
             }
         }
     }
-    // Servers on one directory share its kernel watch.
-    assert_eq!(after_load - base, dirs, "kernel watches for {n} servers");
+    // Servers on one directory share its kernel watch; each file has one.
+    assert_eq!(
+        after_load - base,
+        dirs + n,
+        "kernel watches for {n} servers"
+    );
     drop(servers);
     assert_eq!(watch::watch_count(), base, "watches left after all servers");
     std::fs::remove_dir_all(&top).unwrap();
@@ -183,4 +187,75 @@ fn servers_on_other_threads_see_updates_read_by_one_another() {
     }
     drop(servers);
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Replaces the symbolic link `link` atomically with one pointing to `target`.
+fn relink(target: &Path, link: &Path) {
+    let tmp = link.with_extension("newlink");
+    std::os::unix::fs::symlink(target, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+#[test]
+fn symlinked_final_component_changes_are_seen_at_once() {
+    let _g = serial();
+    let top = tmpdir("symlink");
+    let (d, real) = (top.join("served"), top.join("real"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir_all(&real).unwrap();
+    let target = real.join("certs.bin");
+    let p = d.join("c");
+    store::install(&target, &blob(1, 10), None).unwrap();
+    std::os::unix::fs::symlink(&target, &p).unwrap();
+    let mut s = BlobServer::new(&p).unwrap().with_revalidate(NO_BACKSTOP);
+    assert_eq!(serve(&mut s), blob(1, 10));
+    // Written in place through the target's name: no event names "c" in the
+    // watched directory, and the inode stays the same (before: served blob 1
+    // forever).
+    write_in_place(&target, &blob(2, 10));
+    assert_eq!(serve(&mut s), blob(2, 10));
+    // Replaced by rename at the target's name.
+    store::install(&target, &blob(3, 10), None).unwrap();
+    assert_eq!(serve(&mut s), blob(3, 10));
+    // The re-armed inode watch follows the new inode.
+    write_in_place(&target, &blob(4, 10));
+    assert_eq!(serve(&mut s), blob(4, 10));
+    // The link itself re-pointed.
+    let other = real.join("other.bin");
+    store::install(&other, &blob(5, 10), None).unwrap();
+    relink(&other, &p);
+    assert_eq!(serve(&mut s), blob(5, 10));
+    write_in_place(&other, &blob(6, 10));
+    assert_eq!(serve(&mut s), blob(6, 10));
+    // The old target is no longer what the path names: its changes do not
+    // matter, and must not cost a reload.
+    let reloads = s.reloads();
+    write_in_place(&target, &blob(7, 10));
+    assert_eq!(serve(&mut s), blob(6, 10));
+    assert_eq!(s.reloads(), reloads);
+    drop(s);
+    std::fs::remove_dir_all(&top).unwrap();
+}
+
+#[test]
+fn write_through_another_hard_link_is_seen_at_once() {
+    let _g = serial();
+    let top = tmpdir("hardlink");
+    let (d, elsewhere) = (top.join("served"), top.join("elsewhere"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let p = d.join("c");
+    let other_name = elsewhere.join("alias");
+    store::install(&p, &blob(1, 10), None).unwrap();
+    std::fs::hard_link(&p, &other_name).unwrap();
+    let mut s = BlobServer::new(&p).unwrap().with_revalidate(NO_BACKSTOP);
+    assert_eq!(serve(&mut s), blob(1, 10));
+    // Same inode, changed through a name in another directory (before:
+    // served blob 1 forever).
+    write_in_place(&other_name, &blob(2, 10));
+    assert_eq!(serve(&mut s), blob(2, 10));
+    write_in_place(&other_name, &blob(3, 20));
+    assert_eq!(serve(&mut s), blob(3, 20));
+    drop(s);
+    std::fs::remove_dir_all(&top).unwrap();
 }
