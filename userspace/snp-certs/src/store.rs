@@ -36,10 +36,12 @@
 //! Crash safety: before the rename the path still names the old, complete blob;
 //! the rename is atomic; the temporary file was `fsync`ed before it and the
 //! directory after it, so after a crash the path names either the old or the new
-//! blob. A temporary file left by a crashed updater is named
-//! `.NAME.snp-certs-tmp.*` and is removed by the next updater, while it holds the
-//! exclusive lock (a live updater only creates its temporary file under that lock,
-//! so any such file seen under the lock is garbage).
+//! blob. Temporaries are named `.NAME.snp-certs-tmp.PID.N.NANOS` (unique, created
+//! with `O_EXCL`), and each updater holds the exclusive lock on its own
+//! temporary from right after creating it until the rename: the next updater
+//! removes a temporary only if it can take that lock (its updater died) and the
+//! name still names the inode it locked. A first install (no file to lock yet)
+//! running beside another updater therefore keeps its temporary.
 //!
 //! Bounded waits: `F_OFD_SETLKW` has no timeout, so a contended lock is waited for
 //! on a helper thread that owns its own open file description; if the caller gives
@@ -359,6 +361,79 @@ fn tmp_prefix(name: &OsString) -> Vec<u8> {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Creates this updater's temporary file in `dir`, named `PREFIX` + pid +
+/// counter + clock (unique; `O_EXCL` guarantees it), and takes the exclusive
+/// lock on it. The lock, held until the temporary is renamed or removed, is
+/// what marks it live: [`remove_stale_temporaries`] leaves locked ones alone.
+/// A cleaner may open and remove the file between its creation and our lock;
+/// then the name no longer names our inode, and we start again with a new
+/// name.
+fn create_locked_temporary(dir: &Path, prefix: &[u8]) -> Result<(File, Vec<u8>), StoreError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let mut name = prefix.to_vec();
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        name.extend_from_slice(format!("{}.{n}.{nanos}", std::process::id()).as_bytes());
+        let path = dir.join(std::ffi::OsStr::from_bytes(&name));
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("create", &path)(e)),
+        };
+        lock_wait(file.as_fd(), LockKind::Exclusive).map_err(io_err("lock", &path))?;
+        if names_same_inode(&file, &path)?.is_some() {
+            return Ok((file, name));
+        }
+    }
+    Err(StoreError::Unstable(dir.to_path_buf()))
+}
+
+/// Removes the temporaries of updaters that died (`PREFIX*` in `dir`) and
+/// only those: a live updater holds the exclusive lock on its temporary from
+/// right after creating it until it is renamed or removed, and the lock
+/// goes when its process dies. A temporary is removed only while we hold its
+/// lock and its name still names the inode we locked (a live updater renames
+/// it only while holding that lock, and the names are unique, so it cannot
+/// change meanwhile). Best effort: errors leave the file for the next updater.
+fn remove_stale_temporaries(dir: &Path, prefix: &[u8]) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for ent in rd.flatten() {
+        if !ent.file_name().as_bytes().starts_with(prefix) {
+            continue;
+        }
+        let path = ent.path();
+        let Ok(f) = OpenOptions::new()
+            .read(true)
+            .write(true) // F_WRLCK needs a writable descriptor
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+        else {
+            continue;
+        };
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        if !matches!(try_lock(f.as_fd(), LockKind::Exclusive), Ok(true)) {
+            continue; // a live updater's
+        }
+        if matches!(names_same_inode(&f, &path), Ok(Some(_))) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Takes the exclusive lock for an update of `path`. `Ok(None)` if the file does
 /// not exist yet (the first install then creates it without replacing anything).
 pub fn lock_for_update(
@@ -391,28 +466,15 @@ pub fn replace_locked(
     let (dir, name) = split_path(path)?;
     let dirf = File::open(&dir).map_err(io_err("open directory", &dir))?;
     let prefix = tmp_prefix(&name);
-    if old.is_some() {
-        // Under the exclusive lock: temporaries of crashed updaters are garbage.
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for ent in rd.flatten() {
-                if ent.file_name().as_bytes().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(ent.path());
-                }
-            }
-        }
-    }
-    let mut tmp_name = prefix;
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    tmp_name.extend_from_slice(format!("{}.{}", std::process::id(), n).as_bytes());
+    remove_stale_temporaries(&dir, &prefix);
+    let (mut tmp, tmp_name) = create_locked_temporary(&dir, &prefix)?;
     let tmp_path = dir.join(std::ffi::OsStr::from_bytes(&tmp_name));
-    let mut tmp = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&tmp_path)
-        .map_err(io_err("create", &tmp_path))?;
+    #[cfg(test)]
+    AFTER_TMP_LOCKED.with(|h| {
+        if let Some(mut f) = h.take() {
+            f()
+        }
+    });
     let res = (|| {
         if let Some(o) = old {
             // Keep the old file's mode and, where permitted, its owner, so a
@@ -428,9 +490,6 @@ pub fn replace_locked(
         }
         tmp.write_all(blob).map_err(io_err("write", &tmp_path))?;
         tmp.sync_all().map_err(io_err("fsync", &tmp_path))?;
-        if !try_lock(tmp.as_fd(), LockKind::Exclusive).map_err(io_err("lock", &tmp_path))? {
-            return Err(StoreError::Busy);
-        }
         let flags = if old.is_some() {
             nix::fcntl::RenameFlags::empty()
         } else {
@@ -478,6 +537,10 @@ pub fn replace_locked(
 thread_local! {
     /// Test hook: make the next directory fsync of this thread fail with EIO.
     static FAIL_DIR_FSYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Test hook: run once in this thread's next update, right after its
+    /// temporary is created and locked.
+    static AFTER_TMP_LOCKED: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn fsync_dir(dirf: &File) -> nix::Result<()> {
@@ -992,6 +1055,49 @@ mod tests {
         std::fs::write(d.join(".c.snp-certs-tmp.999.0"), b"junk").unwrap();
         install(&p, &blob(2, 10), None).unwrap();
         assert!(!d.join(".c.snp-certs-tmp.999.0").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn cleanup_spares_a_concurrent_first_installers_temporary() {
+        // A first install holds no lock on the (missing) file while it
+        // writes its temporary; another updater's cleanup, under the lock of
+        // a file created meanwhile, used to delete that temporary, and the
+        // first installer's rename then failed (ENOENT).
+        let d = tmpdir("tmprace");
+        let p = d.join("c");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let p2 = p.clone();
+        let first = std::thread::spawn(move || {
+            AFTER_TMP_LOCKED.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    ready_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                }))
+            });
+            install(&p2, &blob(1, 10), None)
+        });
+        ready_rx.recv().unwrap();
+        // The first installer's temporary exists, path does not.
+        assert!(!p.exists());
+        install(&p, &blob(2, 10), None).unwrap(); // creates the file
+        install(&p, &blob(3, 10), None).unwrap(); // replaces it: cleans up
+        let tmps = || {
+            std::fs::read_dir(&d)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != "c")
+                .count()
+        };
+        assert_eq!(tmps(), 1, "the live temporary was removed");
+        go_tx.send(()).unwrap();
+        first
+            .join()
+            .unwrap()
+            .expect("the first installer must succeed");
+        // It lost the race to create the file, so it replaced it instead.
+        assert_eq!(std::fs::read(&p).unwrap(), blob(1, 10));
+        assert_eq!(tmps(), 0);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
