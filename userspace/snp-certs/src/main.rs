@@ -37,7 +37,7 @@ snp-certs: SEV-SNP certificate blobs for KVM_EXIT_VMGEXIT (REQ_CERTS)
 Usage:
   snp-certs build --ark F --ask F (--vcek F | --vlek F) [--crl F] [--allow-oversize] -o BLOB
   snp-certs inspect BLOB
-  snp-certs install [--timeout SECS] BLOB PATH
+  snp-certs install [--timeout SECS] [--in-place] BLOB PATH
   snp-certs hold [--timeout SECS] [--install BLOB] PATH -- CMD [ARGS...]
   snp-certs help [COMMAND]
 
@@ -65,7 +65,7 @@ one-line reason on stderr otherwise.
 ";
 
 const INSTALL_HELP: &str = "\
-snp-certs install [--timeout SECS] BLOB PATH
+snp-certs install [--timeout SECS] [--in-place] BLOB PATH
 
 Validates BLOB, then replaces PATH atomically: takes the exclusive OFD lock on
 the file PATH names (waiting at most SECS, default 30; 0 = do not wait),
@@ -73,6 +73,13 @@ writes a temporary file next to it, fsyncs it, locks it too, renames it over
 PATH, fsyncs the directory and releases both locks. Readers (VMMs) see either
 the old or the new blob, never a mix. Fails inside `snp-certs hold PATH`
 (that already holds the lock; use `hold --install`).
+
+--in-place: for VMMs that lock the path but do not re-check its inode after
+locking (or keep the file open): takes the exclusive lock on the existing
+file and rewrites it in place (write, truncate, fsync) before unlocking; the
+inode stays the same. Locking readers still see the old or the new blob; a
+reader that takes no lock can see a torn file meanwhile, and a crash during
+the rewrite can leave one. PATH must exist.
 ";
 
 const HOLD_HELP: &str = "\
@@ -359,12 +366,14 @@ fn held_by_parent(path: &Path) -> bool {
 
 fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
     let mut timeout = DEFAULT_TIMEOUT;
+    let mut in_place = false;
     let mut pos = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("-h" | "--help") => return print(INSTALL_HELP),
             Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
+            Some("--in-place") => in_place = true,
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return usage(format!("install: unknown option {s}"))
             }
@@ -387,12 +396,25 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
             path.display()
         ));
     }
-    store::install(path, &blob, Some(timeout)).map_err(|e| store_err(path, e))?;
+    if in_place {
+        store::install_in_place(path, &blob, Some(timeout)).map_err(|e| match e {
+            StoreError::Io { err, .. } if err.kind() == std::io::ErrorKind::NotFound => {
+                Fail::Run(format!(
+                    "{}: does not exist; --in-place rewrites an existing file (install without --in-place creates it)",
+                    path.display()
+                ))
+            }
+            e => store_err(path, e),
+        })?;
+    } else {
+        store::install(path, &blob, Some(timeout)).map_err(|e| store_err(path, e))?;
+    }
     print(&format!(
-        "installed {} ({} bytes) at {}\n",
+        "installed {} ({} bytes) at {}{}\n",
         blob_path.display(),
         blob.len(),
-        path.display()
+        path.display(),
+        if in_place { " (in place)" } else { "" }
     ))
 }
 

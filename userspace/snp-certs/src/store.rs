@@ -570,6 +570,47 @@ pub fn install(path: &Path, blob: &[u8], wait: Option<Duration>) -> Result<(), S
     Err(StoreError::Unstable(path.to_path_buf()))
 }
 
+/// Validates `blob` and rewrites the existing file `path` names **in place**,
+/// under its exclusive lock: write the new bytes from offset 0, truncate to
+/// their length, `fsync`, unlock. The inode (and so its mode, owner, hard
+/// links, and any descriptor a VMM keeps open) stays the same.
+///
+/// For hosts whose VMMs follow only the lock-on-path scheme of the kernel
+/// documentation and do not re-check the inode after locking (or keep the
+/// file open across requests): they never see a rename, only new bytes under
+/// the lock. Trade-off against [`install`]: a reader that takes no lock can
+/// see a torn file (part old, part new, or short) while the rewrite runs, and
+/// a crash or I/O error during it can leave a torn file on disk. On a write
+/// error the old bytes are written back (best effort) before the error is
+/// returned. A missing file is an `Io` error of kind NotFound (nothing is
+/// created: the first install is [`install`]'s job).
+pub fn install_in_place(
+    path: &Path,
+    blob: &[u8],
+    wait: Option<Duration>,
+) -> Result<(), StoreError> {
+    table::parse(blob).map_err(StoreError::Table)?;
+    let mut lf = open_locked(path, LockKind::Exclusive, wait)?;
+    let old = read_whole(&mut lf.file, path).ok();
+    rewrite(&mut lf.file, blob, path).inspect_err(|_| {
+        if let Some(old) = &old {
+            let _ = rewrite(&mut lf.file, old, path);
+        }
+    })
+    // lf dropped here: the lock goes after the fsync.
+}
+
+fn rewrite(file: &mut File, bytes: &[u8], path: &Path) -> Result<(), StoreError> {
+    // Writing before truncating overwrites blocks the file already has, so a
+    // full file system fails the write less often than truncate-then-write.
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("seek", path))?;
+    file.write_all(bytes).map_err(io_err("write", path))?;
+    file.set_len(bytes.len() as u64)
+        .map_err(io_err("truncate", path))?;
+    file.sync_all().map_err(io_err("fsync", path))
+}
+
 /// Default bounded wait of the VMM for the shared lock: well under the guest's
 /// 2 s BUSY retry interval.
 pub const DEFAULT_SERVE_WAIT: Duration = Duration::from_millis(100);

@@ -66,6 +66,7 @@ fn help_on_every_command() {
         vec!["build", "--help"],
         vec!["inspect", "--help"],
         vec!["install", "--help"],
+        vec!["help", "install"],
         vec!["hold", "--help"],
         vec!["help", "hold"],
     ] {
@@ -449,5 +450,53 @@ fn hold_forwards_sigterm_and_keeps_the_lock_until_cmd_ends() {
     assert!(run(&["install", "--timeout", "0", s(&newp), s(&certs)])
         .status
         .success());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn install_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dir("inplace");
+    let p = d.join("certs");
+    let b1 = Builder::new()
+        .add_kind(CertKind::Vcek, der(1, 100))
+        .build()
+        .unwrap();
+    let b2 = Builder::new()
+        .add_kind(CertKind::Vcek, der(2, 50))
+        .build()
+        .unwrap();
+    let (f1, f2) = (d.join("b1"), d.join("b2"));
+    std::fs::write(&f1, &b1).unwrap();
+    std::fs::write(&f2, &b2).unwrap();
+    // Missing PATH: refused with a reason, nothing created.
+    let o = run(&["install", "--in-place", s(&f1), s(&p)]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not exist") && err.contains("--in-place"),
+        "{err}"
+    );
+    assert!(!p.exists());
+    let o = run(&["install", s(&f1), s(&p)]);
+    assert!(o.status.success());
+    let ino = std::fs::metadata(&p).unwrap().ino();
+    let o = run(&["install", "--in-place", "--timeout", "1", s(&f2), s(&p)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("(in place)"));
+    assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
+    assert_eq!(std::fs::read(&p).unwrap(), b2);
+    // Busy lock: exit 1, file unchanged.
+    let held = snp_certs::store::open_locked(&p, snp_certs::store::LockKind::Shared, None).unwrap();
+    let o = run(&["install", "--in-place", "--timeout", "0", s(&f1), s(&p)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lock busy"));
+    drop(held);
+    assert_eq!(std::fs::read(&p).unwrap(), b2);
+    // An invalid blob is refused before PATH is touched.
+    std::fs::write(d.join("bad"), b"garbage").unwrap();
+    let o = run(&["install", "--in-place", s(&d.join("bad")), s(&p)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(std::fs::read(&p).unwrap(), b2);
     std::fs::remove_dir_all(&d).unwrap();
 }
