@@ -35,8 +35,9 @@ const USAGE: &str = "\
 snp-certs: SEV-SNP certificate blobs for KVM_EXIT_VMGEXIT (REQ_CERTS)
 
 Usage:
-  snp-certs build --ark F --ask F (--vcek F | --vlek F) [--crl F] [--allow-oversize] -o BLOB
-  snp-certs inspect BLOB
+  snp-certs build [--ark F --ask F] (--vcek F | --vlek F) [--crl F] [--dir DIR]
+                  [--entry GUID=FILE]... [--allow-oversize] -o BLOB
+  snp-certs inspect [--json] BLOB
   snp-certs install [--timeout SECS] [--in-place] BLOB PATH
   snp-certs hold [--timeout SECS] [--install BLOB] PATH -- CMD [ARGS...]
   snp-certs help [COMMAND]
@@ -46,22 +47,44 @@ usage error; `hold` exits with the status of CMD.
 ";
 
 const BUILD_HELP: &str = "\
-snp-certs build --ark F --ask F (--vcek F | --vlek F) [--crl F] [--allow-oversize] -o BLOB
+snp-certs build [--ark F --ask F] (--vcek F | --vlek F) [--crl F] [--dir DIR]
+                [--entry GUID=FILE]... [--allow-oversize] -o BLOB
 
-Builds a GHCB certificate table (entries ARK, ASK, VCEK or VLEK, then CRL) from
-certificate files in PEM (one block per file, decoded to DER) or DER, and writes
-it to BLOB. Tables over 16 KiB, which a Linux guest cannot receive, are refused
-unless --allow-oversize is given. BLOB is written directly (use `install` to
-replace a certificate file that a VMM is serving).
+Builds a GHCB certificate table and writes it to BLOB: entries ARK, ASK,
+VCEK or VLEK, CRL, then the --entry ones in the order given. Certificates are
+DER files or PEM files with CERTIFICATE blocks (decoded to DER); a CRL is DER
+or an X509 CRL PEM block. Private keys and other PEM blocks are refused, and
+one certificate may not fill two entries.
+
+--dir DIR reads a directory as snphost `fetch ca`/`fetch vcek`/`export` and
+AMD's KDS leave it: ark, ask or asvk (the VLEK chain's ASK), vcek, vlek, each
+with .pem, .der, .crt, .cer or no extension; cert_chain[.pem] (from KDS: the
+ASK or ASVK, then the ARK, in one PEM file); crl or NAME.crl (snphost `fetch
+crl`: e.g. Milan.crl). Any other file (dot-files aside) is an error, so a
+misspelt name cannot leave a certificate out. --dir combines with the other
+options; a role given twice is an error.
+
+The ARK and ASK come together or not at all: without them the blob holds only
+the VCEK or VLEK (the guest fetches the rest from AMD). --entry GUID=FILE adds
+an entry of another type (FILE must be a certificate too; the five known GUIDs
+have their own options). Tables over 16 KiB, which a Linux guest cannot
+receive, are refused unless --allow-oversize is given. BLOB is written
+directly (use `install` to replace a certificate file that a VMM is serving).
 ";
 
 const INSPECT_HELP: &str = "\
-snp-certs inspect BLOB
+snp-certs inspect [--json] BLOB
 
 Validates BLOB as a certificate table and lists each entry (index, type, GUID,
 offset, length), then the size and the number of 4 KiB guest pages it needs.
 Exits 0 for a valid table (the empty 24-byte table included), 1 with a
 one-line reason on stderr otherwise.
+
+--json prints one JSON object instead: {\"file\", \"size\", \"pages\",
+\"over_linux_guest_max\", \"entries\": [{\"index\", \"type\" (ARK, ASK, VCEK,
+VLEK, CRL or OTHER), \"guid\", \"offset\", \"length\", \"mixed_endian_of\" (the
+type whose GUID this is in EFI byte order, or null)}]}. A file name that is
+not UTF-8 is shown with U+FFFD in place of the bad bytes.
 ";
 
 const INSTALL_HELP: &str = "\
@@ -220,9 +243,171 @@ fn read_input(path: &Path) -> Result<Vec<u8>, Fail> {
     Ok(buf)
 }
 
+/// One certificate for the table: its entry type, where it came from (for
+/// messages) and its DER bytes.
+struct Cert {
+    kind: CertKind,
+    from: String,
+    der: Vec<u8>,
+}
+
+fn role(kind: CertKind) -> String {
+    match kind {
+        CertKind::Other(g) => format!("entry {g}"),
+        k => k.name().to_string(),
+    }
+}
+
+/// What a file in a `build --dir` directory holds, from its name.
+#[derive(Debug, PartialEq, Eq)]
+enum DirFile {
+    One(CertKind),
+    /// AMD KDS's `cert_chain`: ASK (or ASVK), then ARK, in one PEM file.
+    Chain,
+    Crl,
+}
+
+/// File names `build --dir` knows: what snphost `fetch ca`/`fetch vcek`/
+/// `export` write (`ark`, `ask` or `asvk` (VLEK chain), `vcek`, `vlek`, each
+/// `.pem` or `.der`; `fetch crl` writes `<Generation>.crl`), and what is
+/// saved from AMD's KDS (`cert_chain`, `crl`, the VCEK as `vcek.der`).
+fn classify(name: &str) -> Option<DirFile> {
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) => (s, Some(e)),
+        None => (name, None),
+    };
+    if name == "crl" || (ext == Some("crl") && !stem.is_empty()) {
+        return Some(DirFile::Crl);
+    }
+    if !matches!(ext, None | Some("pem" | "der" | "crt" | "cer")) {
+        return None;
+    }
+    Some(match stem {
+        "ark" => DirFile::One(CertKind::Ark),
+        "ask" | "asvk" => DirFile::One(CertKind::Ask),
+        "vcek" => DirFile::One(CertKind::Vcek),
+        "vlek" => DirFile::One(CertKind::Vlek),
+        "cert_chain" => DirFile::Chain,
+        _ => return None,
+    })
+}
+
+const DIR_NAMES: &str = "ark, ask or asvk, vcek, vlek (each with .pem, .der, .crt, .cer or no extension), cert_chain[.pem], crl or NAME.crl";
+
+/// Reads the certificates of a directory as snphost or AMD KDS write it.
+/// Every file (except dot-files) must be one `build` knows: a misspelt
+/// name would otherwise silently leave a certificate out.
+fn read_cert_dir(dir: &Path) -> Result<Vec<Cert>, Fail> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Fail::Run(format!("{}: {e}", dir.display())))?;
+    let mut names = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| Fail::Run(format!("{}: {e}", dir.display())))?;
+        names.push(ent.file_name());
+    }
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        if name.as_bytes().starts_with(b".") {
+            continue;
+        }
+        let path = dir.join(&name);
+        let Some(what) = name.to_str().and_then(classify) else {
+            return run_err(format!(
+                "{}: unknown file in --dir (expected {DIR_NAMES})",
+                path.display()
+            ));
+        };
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            return run_err(format!("{}: not a regular file", path.display()));
+        }
+        let raw = read_input(&path)?;
+        let bad = |kind: &str, e: pem::CertInputError| {
+            Fail::Run(format!("{} ({kind}): {e}", path.display()))
+        };
+        match what {
+            DirFile::One(kind) => out.push(Cert {
+                kind,
+                from: path.display().to_string(),
+                der: pem::to_der(&raw).map_err(|e| bad(kind.name(), e))?,
+            }),
+            DirFile::Crl => out.push(Cert {
+                kind: CertKind::Crl,
+                from: path.display().to_string(),
+                der: pem::to_der_labeled(&raw, pem::LABEL_CRL).map_err(|e| bad("CRL", e))?,
+            }),
+            DirFile::Chain => {
+                let certs = pem::chain_to_der(&raw).map_err(|e| bad("ASK and ARK", e))?;
+                let [ask, ark]: [Vec<u8>; 2] = certs.try_into().map_err(|c: Vec<Vec<u8>>| {
+                    Fail::Run(format!(
+                        "{}: {} certificate(s); a cert_chain holds two, the ASK (or ASVK) then the ARK",
+                        path.display(),
+                        c.len()
+                    ))
+                })?;
+                let from = path.display().to_string();
+                out.push(Cert {
+                    kind: CertKind::Ask,
+                    from: format!("{from} (first certificate)"),
+                    der: ask,
+                });
+                out.push(Cert {
+                    kind: CertKind::Ark,
+                    from: format!("{from} (second certificate)"),
+                    der: ark,
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        return run_err(format!(
+            "{}: no certificates in --dir (expected {DIR_NAMES})",
+            dir.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses `--entry GUID=FILE`.
+fn parse_entry(v: &OsStr) -> Result<(table::Guid, PathBuf), Fail> {
+    let bytes = v.as_bytes();
+    let Some(eq) = bytes.iter().position(|&b| b == b'=') else {
+        return usage(format!(
+            "--entry wants GUID=FILE, got {:?}",
+            v.to_string_lossy()
+        ));
+    };
+    let (g, file) = (
+        bytes.get(..eq).unwrap_or(&[]),
+        bytes.get(eq.saturating_add(1)..).unwrap_or(&[]),
+    );
+    let Some(guid) = std::str::from_utf8(g).ok().and_then(table::Guid::parse) else {
+        return usage(format!(
+            "--entry: bad GUID {:?}; expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
+            String::from_utf8_lossy(g)
+        ));
+    };
+    if guid.is_zero() {
+        return usage("--entry: the all-zero GUID ends the table; it cannot name an entry");
+    }
+    if let k @ (CertKind::Ark | CertKind::Ask | CertKind::Vcek | CertKind::Vlek | CertKind::Crl) =
+        CertKind::from_guid(guid)
+    {
+        return usage(format!(
+            "--entry: {guid} is the {} GUID; use --{} (or --dir)",
+            k.name(),
+            k.name().to_ascii_lowercase()
+        ));
+    }
+    if file.is_empty() {
+        return usage("--entry wants GUID=FILE, FILE is empty");
+    }
+    Ok((guid, PathBuf::from(OsStr::from_bytes(file))))
+}
+
 fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
-    let (mut ark, mut ask, mut vcek, mut vlek, mut crl, mut out) =
-        (None, None, None, None, None, None);
+    let (mut ark, mut ask, mut vcek, mut vlek, mut crl, mut out, mut dir) =
+        (None, None, None, None, None, None, None);
+    let mut entries: Vec<(table::Guid, PathBuf)> = Vec::new();
     let mut oversize = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -233,6 +418,14 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
             "--vcek" => set_once(&mut vcek, value(&mut it, "--vcek")?, "--vcek")?,
             "--vlek" => set_once(&mut vlek, value(&mut it, "--vlek")?, "--vlek")?,
             "--crl" => set_once(&mut crl, value(&mut it, "--crl")?, "--crl")?,
+            "--dir" => set_once(&mut dir, value(&mut it, "--dir")?, "--dir")?,
+            "--entry" => {
+                let (g, f) = parse_entry(value(&mut it, "--entry")?)?;
+                if entries.iter().any(|(h, _)| *h == g) {
+                    return usage(format!("--entry {g} given twice"));
+                }
+                entries.push((g, f));
+            }
             "-o" | "--output" => set_once(&mut out, value(&mut it, "-o")?, "-o")?,
             "--allow-oversize" => oversize = true,
             _ => {
@@ -243,22 +436,31 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
             }
         }
     }
-    let (Some(ark), Some(ask), Some(out)) = (ark, ask, out) else {
-        return usage("build needs --ark, --ask and -o");
+    let Some(out) = out else {
+        return usage("build needs -o BLOB");
     };
-    let vek = match (vcek, vlek) {
-        (Some(v), None) => (CertKind::Vcek, v),
-        (None, Some(v)) => (CertKind::Vlek, v),
-        (Some(_), Some(_)) => return usage("build takes --vcek or --vlek, not both"),
-        (None, None) => return usage("build needs --vcek or --vlek"),
-    };
-    let mut inputs = vec![(CertKind::Ark, ark), (CertKind::Ask, ask), vek];
-    if let Some(c) = crl {
-        inputs.push((CertKind::Crl, c));
+    if vcek.is_some() && vlek.is_some() {
+        return usage("build takes --vcek or --vlek, not both");
     }
-    let mut b = Builder::new().allow_oversize(oversize);
-    let mut seen: Vec<(CertKind, Vec<u8>)> = Vec::new();
-    for (kind, path) in inputs {
+    if vcek.is_none() && vlek.is_none() && dir.is_none() {
+        return usage("build needs --vcek or --vlek (with --ark and --ask), or --dir");
+    }
+    let mut certs = match &dir {
+        Some(d) => read_cert_dir(d)?,
+        None => Vec::new(),
+    };
+    let files = [
+        (CertKind::Ark, ark),
+        (CertKind::Ask, ask),
+        (CertKind::Vcek, vcek),
+        (CertKind::Vlek, vlek),
+        (CertKind::Crl, crl),
+    ];
+    let files = files
+        .into_iter()
+        .filter_map(|(k, p)| p.map(|p| (k, p)))
+        .chain(entries.into_iter().map(|(g, p)| (CertKind::Other(g), p)));
+    for (kind, path) in files {
         let raw = read_input(&path)?;
         let label = if kind == CertKind::Crl {
             pem::LABEL_CRL
@@ -266,17 +468,64 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
             pem::LABEL_CERTIFICATE
         };
         let der = pem::to_der_labeled(&raw, label)
-            .map_err(|e| Fail::Run(format!("{} ({}): {e}", path.display(), kind.name())))?;
-        if let Some((other, _)) = seen.iter().find(|(_, d)| *d == der) {
-            return run_err(format!(
-                "{} ({}): the same certificate is already given as {}",
-                path.display(),
-                kind.name(),
-                other.name()
-            ));
+            .map_err(|e| Fail::Run(format!("{} ({}): {e}", path.display(), role(kind))))?;
+        certs.push(Cert {
+            kind,
+            from: path.display().to_string(),
+            der,
+        });
+    }
+    // One certificate per role, one role per certificate.
+    for (i, c) in certs.iter().enumerate() {
+        for prev in certs.iter().take(i) {
+            if prev.kind == c.kind {
+                return run_err(format!(
+                    "{}: a second {} (the first is {})",
+                    c.from,
+                    role(c.kind),
+                    prev.from
+                ));
+            }
+            if prev.der == c.der {
+                return run_err(format!(
+                    "{} ({}): the same certificate is already given as {} ({})",
+                    c.from,
+                    role(c.kind),
+                    role(prev.kind),
+                    prev.from
+                ));
+            }
         }
-        seen.push((kind, der.clone()));
-        b = b.add_kind(kind, der);
+    }
+    let has = |k: CertKind| certs.iter().any(|c| c.kind == k);
+    match (has(CertKind::Vcek), has(CertKind::Vlek)) {
+        (true, true) => return run_err("build takes a VCEK or a VLEK, not both"),
+        (false, false) => {
+            return run_err(
+                "build needs a VCEK or a VLEK (--vcek, --vlek, or vcek.*/vlek.* in --dir)",
+            )
+        }
+        _ => {}
+    }
+    if has(CertKind::Ark) != has(CertKind::Ask) {
+        return run_err(format!(
+            "build got an {} without an {}: give both, or neither for a blob with only the VCEK/VLEK",
+            if has(CertKind::Ark) { "ARK" } else { "ASK" },
+            if has(CertKind::Ark) { "ASK" } else { "ARK" },
+        ));
+    }
+    // Table order: ARK, ASK, VCEK/VLEK, CRL, then other entries as given.
+    let rank = |k: CertKind| match k {
+        CertKind::Ark => 0,
+        CertKind::Ask => 1,
+        CertKind::Vcek | CertKind::Vlek => 2,
+        CertKind::Crl => 3,
+        CertKind::Other(_) => 4,
+    };
+    certs.sort_by_key(|c| rank(c.kind)); // stable: entries keep their order
+    let mut b = Builder::new().allow_oversize(oversize);
+    for c in certs {
+        b = b.add_kind(c.kind, c.der);
     }
     let blob = b.build().map_err(|e| Fail::Run(format!("build: {e}")))?;
     std::fs::write(&out, &blob).map_err(|e| Fail::Run(format!("{}: {e}", out.display())))?;
@@ -288,11 +537,64 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
     ))
 }
 
+/// `s` as a JSON string literal (RFC 8259: quote, backslash and control
+/// characters escaped).
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len().saturating_add(2));
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if u32::from(c) < 0x20 => o.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn inspect_json(path: &Path, blob: &[u8], t: &table::Table<'_>) -> String {
+    let entries: Vec<String> = t
+        .entries()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!(
+                "{{\"index\":{i},\"type\":{},\"guid\":{},\"offset\":{},\"length\":{},\"mixed_endian_of\":{}}}",
+                json_str(e.kind().name()),
+                json_str(&e.guid.to_string()),
+                e.offset,
+                e.length,
+                e.guid
+                    .mixed_endian_known()
+                    .map_or("null".to_string(), |k| json_str(k.name()))
+            )
+        })
+        .collect();
+    format!(
+        "{{\"file\":{},\"size\":{},\"pages\":{},\"over_linux_guest_max\":{},\"entries\":[{}]}}\n",
+        json_str(&path.to_string_lossy()),
+        blob.len(),
+        table::pages_needed(blob.len()),
+        blob.len() > table::LINUX_GUEST_MAX,
+        entries.join(",")
+    )
+}
+
 fn cmd_inspect(args: &[OsString]) -> Result<(), Fail> {
     let mut path = None;
+    let mut json = false;
     for a in args {
         if is_help(a) {
             return print(INSPECT_HELP);
+        }
+        if a == "--json" {
+            json = true;
+            continue;
         }
         if path.is_some() {
             return usage("inspect takes one BLOB");
@@ -309,6 +611,9 @@ fn cmd_inspect(args: &[OsString]) -> Result<(), Fail> {
             path.display()
         ))
     })?;
+    if json {
+        return print(&inspect_json(&path, &blob, &t));
+    }
     let mut s = String::new();
     s.push_str("index  type   guid                                  offset  length\n");
     for (i, e) in t.entries().iter().enumerate() {

@@ -1,4 +1,4 @@
-//! Certificate input: DER as is, or a single PEM block decoded to DER.
+//! Certificate input: DER as is, or PEM `CERTIFICATE` blocks decoded to DER.
 
 use std::fmt;
 
@@ -75,7 +75,11 @@ pub fn to_der_labeled(input: &[u8], label: &'static str) -> Result<Vec<u8>, Cert
         return Err(CertInputError::Empty);
     }
     let der = if trimmed.starts_with(b"-----BEGIN ") {
-        let (found, der) = pem_decode(trimmed)?;
+        let mut blocks = pem_blocks(trimmed)?;
+        if blocks.len() > 1 {
+            return Err(CertInputError::MultiplePemBlocks(blocks.len()));
+        }
+        let (found, der) = blocks.pop().ok_or(CertInputError::NoPemBlock)?;
         if found != label {
             return Err(CertInputError::WrongLabel(found, label));
         }
@@ -83,10 +87,7 @@ pub fn to_der_labeled(input: &[u8], label: &'static str) -> Result<Vec<u8>, Cert
     } else {
         input.to_vec()
     };
-    check_der_sequence(&der)?;
-    if looks_like_private_key(&der) {
-        return Err(CertInputError::PrivateKey);
-    }
+    check_cert_der(&der)?;
     Ok(der)
 }
 
@@ -109,12 +110,13 @@ fn trim_ascii_start(b: &[u8]) -> &[u8] {
     b.get(n..).unwrap_or(&[])
 }
 
-fn pem_decode(text: &[u8]) -> Result<(String, Vec<u8>), CertInputError> {
+/// Decodes every PEM block of `text`, in order, as (label, bytes). Text
+/// outside the blocks is ignored (openssl writes `subject=` lines there).
+fn pem_blocks(text: &[u8]) -> Result<Vec<(String, Vec<u8>)>, CertInputError> {
     let text = std::str::from_utf8(text).map_err(|_| CertInputError::BadBase64)?;
-    let mut blocks = 0usize;
     let mut label: Option<&str> = None;
     let mut body = String::new();
-    let mut out = None;
+    let mut out = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("-----BEGIN ") {
@@ -131,10 +133,7 @@ fn pem_decode(text: &[u8]) -> Result<(String, Vec<u8>), CertInputError> {
             if rest.strip_suffix("-----") != Some(l) {
                 return Err(CertInputError::LabelMismatch);
             }
-            blocks = blocks.saturating_add(1);
-            if out.is_none() {
-                out = Some((l.to_string(), base64_decode(&body)?));
-            }
+            out.push((l.to_string(), base64_decode(&body)?));
         } else if label.is_some() {
             if line.contains(':') {
                 continue; // RFC 1421 headers (Proc-Type etc.): skip
@@ -142,14 +141,46 @@ fn pem_decode(text: &[u8]) -> Result<(String, Vec<u8>), CertInputError> {
             body.push_str(line);
         }
     }
-    if label.is_some() {
+    if label.is_some() || out.is_empty() {
         return Err(CertInputError::NoPemBlock);
     }
-    match (blocks, out) {
-        (1, Some(d)) => Ok(d),
-        (0, _) | (_, None) => Err(CertInputError::NoPemBlock),
-        (n, _) => Err(CertInputError::MultiplePemBlocks(n)),
+    Ok(out)
+}
+
+/// Checks one decoded block or DER input: one DER SEQUENCE, not a private key.
+fn check_cert_der(der: &[u8]) -> Result<(), CertInputError> {
+    check_der_sequence(der)?;
+    if looks_like_private_key(der) {
+        return Err(CertInputError::PrivateKey);
     }
+    Ok(())
+}
+
+/// Returns the DER certificates of a chain file, in file order: PEM text
+/// with one or more `CERTIFICATE` blocks (AMD KDS's `cert_chain`: ASK or
+/// ASVK, then ARK), or one DER certificate. Any other label, and a private
+/// key, is refused.
+pub fn chain_to_der(input: &[u8]) -> Result<Vec<Vec<u8>>, CertInputError> {
+    let trimmed = trim_ascii_start(input);
+    if trimmed.is_empty() {
+        return Err(CertInputError::Empty);
+    }
+    // DER starts with a SEQUENCE tag; PEM text may have lines before its
+    // first block (openssl's `subject=`/`issuer=` lines).
+    let is_pem = trimmed.first() != Some(&0x30) && trimmed.windows(11).any(|w| w == b"-----BEGIN ");
+    if !is_pem {
+        check_cert_der(input)?;
+        return Ok(vec![input.to_vec()]);
+    }
+    let mut out = Vec::new();
+    for (found, der) in pem_blocks(trimmed)? {
+        if found != LABEL_CERTIFICATE {
+            return Err(CertInputError::WrongLabel(found, LABEL_CERTIFICATE));
+        }
+        check_cert_der(&der)?;
+        out.push(der);
+    }
+    Ok(out)
 }
 
 fn b64_val(c: u8) -> Option<u32> {
@@ -269,6 +300,36 @@ mod tests {
             Err(CertInputError::WrongLabel(..))
         ));
         assert!(to_der(&[0x30, 0x03, 0x30, 0x01, 0x00]).is_ok());
+    }
+
+    #[test]
+    fn chain_files() {
+        let der_a = [0x30, 0x03, 0x02, 0x01, 0x05];
+        let der_b = [0x30, 0x03, 0x02, 0x01, 0x07];
+        let a = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
+        let b = "-----BEGIN CERTIFICATE-----\nMAMCAQc=\n-----END CERTIFICATE-----\n";
+        let chain = format!("subject=ASK\n{a}\nsubject=ARK\n{b}");
+        assert_eq!(
+            chain_to_der(chain.as_bytes()).unwrap(),
+            vec![der_a.to_vec(), der_b.to_vec()]
+        );
+        assert_eq!(chain_to_der(&der_a).unwrap(), vec![der_a.to_vec()]);
+        let key = "-----BEGIN PRIVATE KEY-----\nMAMCAQU=\n-----END PRIVATE KEY-----\n";
+        assert!(matches!(
+            chain_to_der(format!("{a}{key}").as_bytes()),
+            Err(CertInputError::WrongLabel(..))
+        ));
+        let key_block = "-----BEGIN CERTIFICATE-----\nMAcCAQEEAqq7\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            chain_to_der(format!("{a}{key_block}").as_bytes()),
+            Err(CertInputError::PrivateKey)
+        );
+        assert_eq!(
+            chain_to_der(format!("{a}-----BEGIN CERTIFICATE-----\nMAMC").as_bytes()),
+            Err(CertInputError::NoPemBlock)
+        );
+        assert_eq!(chain_to_der(b"  \n"), Err(CertInputError::Empty));
+        assert_eq!(chain_to_der(b"junk"), Err(CertInputError::NotDer));
     }
 
     #[test]
