@@ -2,7 +2,7 @@
 # userspace/check.sh [HEADER_DIR]
 #
 # Checks the snp-certs workspace: rustfmt, clippy -D warnings, cargo test (unit,
-# property, CLI and exit-handler tests), the concurrency test (readers vs
+# property, CLI, store and exit-handler tests), the concurrency test (readers vs
 # SIGKILLed updaters, with its statistics), short fuzz runs of the table parser
 # and of the exit handler,
 # and the serve benchmark (ratios printed, never asserted). With HEADER_DIR (a

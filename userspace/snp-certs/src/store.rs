@@ -772,7 +772,9 @@ impl BlobServer {
         // request reload again, which is safe; the old one is dropped after it,
         // so a shared kernel watch is not removed and added again.
         self.dir_watch = Watch::new(&self.dir, Some(&self.name)).map_err(watch_err(&self.dir))?;
-        self.file_watch = None;
+        // Keep the old inode watch until the new one is armed (dropped at
+        // return): on the same inode, the shared kernel watch stays.
+        let _old_file_watch = self.file_watch.take();
         let path = self.path.clone();
         let mut lf = open_locked(&path, LockKind::Shared, Some(self.wait))?;
         // Watch the inode too. We hold the shared lock and the path names the
