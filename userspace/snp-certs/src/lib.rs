@@ -30,6 +30,7 @@
 pub mod pem;
 pub mod store;
 pub mod table;
+pub mod verify;
 pub mod vmgexit;
 pub mod watch;
 

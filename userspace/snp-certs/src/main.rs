@@ -24,6 +24,7 @@ use nix::libc;
 use snp_certs::pem;
 use snp_certs::store::{self, LockKind, StoreError};
 use snp_certs::table::{self, Builder, CertKind};
+use snp_certs::verify;
 
 /// Environment variable `hold` sets for its command: the held path.
 const HOLD_ENV: &str = "SNP_CERTS_HOLD";
@@ -36,10 +37,11 @@ snp-certs: SEV-SNP certificate blobs for KVM_EXIT_VMGEXIT (REQ_CERTS)
 
 Usage:
   snp-certs build [--ark F --ask F] (--vcek F | --vlek F) [--crl F] [--dir DIR]
-                  [--entry GUID=FILE]... [--allow-oversize] -o BLOB
+                  [--entry GUID=FILE]... [--allow-oversize] [--no-verify] -o BLOB
   snp-certs inspect [--json] BLOB
-  snp-certs install [--timeout SECS] [--in-place] BLOB PATH
-  snp-certs hold [--timeout SECS] [--install BLOB] PATH -- CMD [ARGS...]
+  snp-certs verify [--at TIME] BLOB
+  snp-certs install [--timeout SECS] [--in-place] [--no-verify] BLOB PATH
+  snp-certs hold [--timeout SECS] [--install BLOB [--no-verify]] PATH -- CMD [ARGS...]
   snp-certs help [COMMAND]
 
 Every command takes --help. Exit status 0 on success, 1 on failure, 2 on a
@@ -48,7 +50,7 @@ usage error; `hold` exits with the status of CMD.
 
 const BUILD_HELP: &str = "\
 snp-certs build [--ark F --ask F] (--vcek F | --vlek F) [--crl F] [--dir DIR]
-                [--entry GUID=FILE]... [--allow-oversize] -o BLOB
+                [--entry GUID=FILE]... [--allow-oversize] [--no-verify] -o BLOB
 
 Builds a GHCB certificate table and writes it to BLOB: entries ARK, ASK,
 VCEK or VLEK, CRL, then the --entry ones in the order given. Certificates are
@@ -70,6 +72,11 @@ an entry of another type (FILE must be a certificate too; the five known GUIDs
 have their own options). Tables over 16 KiB, which a Linux guest cannot
 receive, are refused unless --allow-oversize is given. BLOB is written
 directly (use `install` to replace a certificate file that a VMM is serving).
+
+The chain is verified as `verify` does, and a table whose chain does not
+verify is refused (nothing written) unless --no-verify is given. A blob
+without the ARK and ASK (VCEK or VLEK only) cannot verify, so it needs
+--no-verify: a guest must then fetch the rest itself.
 ";
 
 const INSPECT_HELP: &str = "\
@@ -87,10 +94,28 @@ type whose GUID this is in EFI byte order, or null)}]}. A file name that is
 not UTF-8 is shown with U+FFFD in place of the bad bytes.
 ";
 
-const INSTALL_HELP: &str = "\
-snp-certs install [--timeout SECS] [--in-place] BLOB PATH
+const VERIFY_HELP: &str = "\
+snp-certs verify [--at TIME] BLOB
 
-Validates BLOB, then replaces PATH atomically: takes the exclusive OFD lock on
+Checks the X.509 chain in the certificate table BLOB: the ARK is self-signed,
+the ASK (or, for a VLEK, the ASVK, which sits in the ASK entry) is signed by
+the ARK, the VCEK or VLEK holds an ECDSA P-384 key and is signed by the
+ASK/ASVK; every signature is RSASSA-PSS with SHA-384, MGF1-SHA-384 and a
+48-byte salt, as AMD signs; every certificate is valid now (or at TIME:
+YYYY-MM-DDTHH:MM:SSZ, or @SECONDS since the epoch). Prints each certificate's
+subject, issuer, serial, validity and checks, and for the VCEK/VLEK the TCB
+(bootloader, tee, snp, microcode; fmc on Turin) and hwID from AMD's
+extensions. A blob without an ARK or an ASK (e.g. VCEK only) does not verify.
+Exits 0 when the chain verifies, 1 when it does not (or BLOB is not a valid
+table), 2 on a usage error.
+";
+
+const INSTALL_HELP: &str = "\
+snp-certs install [--timeout SECS] [--in-place] [--no-verify] BLOB PATH
+
+Validates BLOB and verifies its chain as `verify` does (a chain that does not
+verify is refused unless --no-verify is given; the empty table, which serves
+no certificates, needs no chain), then replaces PATH atomically: takes the exclusive OFD lock on
 the file PATH names (waiting at most SECS, default 30; 0 = do not wait),
 writes a temporary file next to it, fsyncs it, locks it too, renames it over
 PATH, fsyncs the directory and releases both locks. Readers (VMMs) see either
@@ -106,13 +131,14 @@ the rewrite can leave one. PATH must exist.
 ";
 
 const HOLD_HELP: &str = "\
-snp-certs hold [--timeout SECS] [--install BLOB] PATH -- CMD [ARGS...]
+snp-certs hold [--timeout SECS] [--install BLOB [--no-verify]] PATH -- CMD [ARGS...]
 
 Takes the exclusive OFD lock on the certificate file PATH (waiting at most SECS,
 default 30) and runs CMD while holding it, e.g. a firmware update (SNP_COMMIT,
 SNP_SET_CONFIG, SNP_VLEK_LOAD), so no VMM serves certificates out of step with
 firmware. With --install BLOB (validated before CMD runs), BLOB replaces PATH
-after CMD succeeds, before the lock is released. Exits with CMD's status
+after CMD succeeds, before the lock is released; its chain is verified before
+CMD runs, as for `install`. Exits with CMD's status
 (128+N if CMD was killed by signal N, 127 if it could not be started).
 CMD gets SNP_CERTS_HOLD=PATH in its environment. SIGTERM, SIGINT and SIGHUP
 sent to hold are passed on to CMD; hold keeps the lock until CMD has ended.
@@ -180,6 +206,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
             let page = match rest.first().and_then(|a| a.to_str()) {
                 Some("build") => BUILD_HELP,
                 Some("inspect") => INSPECT_HELP,
+                Some("verify") => VERIFY_HELP,
                 Some("install") => INSTALL_HELP,
                 Some("hold") => HOLD_HELP,
                 _ => USAGE,
@@ -189,6 +216,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
         "-V" | "--version" => print(concat!("snp-certs ", env!("CARGO_PKG_VERSION"), "\n")),
         "build" => cmd_build(rest),
         "inspect" => cmd_inspect(rest),
+        "verify" => cmd_verify(rest),
         "install" => cmd_install(rest),
         "hold" => cmd_hold(rest),
         _ => usage(format!(
@@ -409,6 +437,7 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
         (None, None, None, None, None, None, None);
     let mut entries: Vec<(table::Guid, PathBuf)> = Vec::new();
     let mut oversize = false;
+    let mut no_verify = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str().unwrap_or("") {
@@ -428,6 +457,7 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
             }
             "-o" | "--output" => set_once(&mut out, value(&mut it, "-o")?, "-o")?,
             "--allow-oversize" => oversize = true,
+            "--no-verify" => no_verify = true,
             _ => {
                 return usage(format!(
                     "build: unexpected argument {:?}",
@@ -528,6 +558,7 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
         b = b.add_kind(c.kind, c.der);
     }
     let blob = b.build().map_err(|e| Fail::Run(format!("build: {e}")))?;
+    check_chain(&blob, no_verify, &out)?;
     std::fs::write(&out, &blob).map_err(|e| Fail::Run(format!("{}: {e}", out.display())))?;
     print(&format!(
         "wrote {} ({} bytes, {} page(s))\n",
@@ -646,6 +677,120 @@ fn cmd_inspect(args: &[OsString]) -> Result<(), Fail> {
     print(&s)
 }
 
+/// Refuses a table whose chain does not verify now, unless `no_verify`. The
+/// empty table passes: it serves no certificates, so it claims no chain (a host
+/// without certificates installs it on purpose).
+fn check_chain(blob: &[u8], no_verify: bool, what: &Path) -> Result<(), Fail> {
+    if no_verify || table::parse(blob).is_ok_and(|t| t.entries().is_empty()) {
+        return Ok(());
+    }
+    let report = verify::verify_table(blob, now()?).map_err(|e| {
+        Fail::Run(format!(
+            "{}: invalid certificate table: {e}",
+            what.display()
+        ))
+    })?;
+    if report.verified() {
+        return Ok(());
+    }
+    run_err(format!(
+        "{}: the certificate chain does not verify, refusing it (--no-verify to override; `snp-certs verify` shows the chain):\n  {}",
+        what.display(),
+        report.failures().join("\n  ")
+    ))
+}
+
+fn now() -> Result<Duration, Fail> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| Fail::Run(format!("system clock before 1970: {e}")))
+}
+
+/// `--at`: `YYYY-MM-DDTHH:MM:SSZ` (UTC) or `@SECONDS` since the epoch.
+fn parse_at(v: &OsStr) -> Result<Duration, Fail> {
+    let s = v.to_str().unwrap_or("");
+    let bad = || {
+        Fail::Usage(format!(
+            "--at wants YYYY-MM-DDTHH:MM:SSZ or @SECONDS, got {:?}",
+            v.to_string_lossy()
+        ))
+    };
+    if let Some(secs) = s.strip_prefix('@') {
+        return secs
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| bad());
+    }
+    let b = s.as_bytes();
+    let fixed = b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !fixed {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<u16>().ok());
+    let field = |r| num(r).and_then(|n| u8::try_from(n).ok());
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(se)) = (
+        num(0..4),
+        field(5..7),
+        field(8..10),
+        field(11..13),
+        field(14..16),
+        field(17..19),
+    ) else {
+        return Err(bad());
+    };
+    x509_cert::der::DateTime::new(y, mo, d, h, mi, se)
+        .map(|t| t.unix_duration())
+        .map_err(|_| bad())
+}
+
+fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
+    let mut at = None;
+    let mut path = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-h" | "--help") => return print(VERIFY_HELP),
+            Some("--at") => at = Some(parse_at(value(&mut it, "--at")?)?),
+            Some(s) if s.starts_with('-') && s.len() > 1 => {
+                return usage(format!("verify: unknown option {s}"))
+            }
+            _ if path.is_some() => return usage("verify takes one BLOB"),
+            _ => path = Some(PathBuf::from(a)),
+        }
+    }
+    let Some(path) = path else {
+        return usage("verify needs a BLOB");
+    };
+    let at = match at {
+        Some(t) => t,
+        None => now()?,
+    };
+    let blob = read_input(&path)?;
+    let report = verify::verify_table(&blob, at).map_err(|e| {
+        Fail::Run(format!(
+            "{}: invalid certificate table: {e}",
+            path.display()
+        ))
+    })?;
+    print(&report.to_string())?;
+    if report.verified() {
+        print("chain verifies\n")
+    } else {
+        run_err(format!(
+            "{}: the certificate chain does not verify ({} problem(s))",
+            path.display(),
+            report.failures().len()
+        ))
+    }
+}
+
 fn store_err(path: &Path, e: StoreError) -> Fail {
     match e {
         StoreError::Busy => Fail::Run(format!(
@@ -672,6 +817,7 @@ fn held_by_parent(path: &Path) -> bool {
 fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_place = false;
+    let mut no_verify = false;
     let mut pos = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -679,6 +825,7 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
             Some("-h" | "--help") => return print(INSTALL_HELP),
             Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
             Some("--in-place") => in_place = true,
+            Some("--no-verify") => no_verify = true,
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return usage(format!("install: unknown option {s}"))
             }
@@ -695,6 +842,7 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
             blob_path.display()
         ))
     })?;
+    check_chain(&blob, no_verify, blob_path)?;
     if held_by_parent(path) {
         return run_err(format!(
             "{}: held by an enclosing `snp-certs hold` (it has the exclusive lock); use `snp-certs hold --install BLOB PATH -- CMD`",
@@ -797,6 +945,7 @@ fn run_forwarding_signals(cmd: &mut Command) -> std::io::Result<std::process::Ex
 fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut install: Option<PathBuf> = None;
+    let mut no_verify = false;
     let mut path: Option<PathBuf> = None;
     let mut it = args.iter();
     let mut cmd: Option<&[OsString]> = None;
@@ -813,6 +962,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
                 set_once(&mut install, value(&mut it, "--install")?, "--install")?;
                 idx = idx.saturating_add(1);
             }
+            Some("--no-verify") => no_verify = true,
             Some("--") => {
                 cmd = args.get(idx..);
                 break;
@@ -840,6 +990,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
             table::parse(&b).map_err(|e| {
                 Fail::Run(format!("{}: invalid certificate table: {e}", p.display()))
             })?;
+            check_chain(&b, no_verify, p)?;
             Some(b)
         }
         None => None,
@@ -849,6 +1000,9 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
             "{}: already held by an enclosing `snp-certs hold`",
             path.display()
         ));
+    }
+    if no_verify && new_blob.is_none() {
+        return usage("hold: --no-verify goes with --install");
     }
     let lock = if new_blob.is_some() {
         // The file may not exist yet when --install creates it.

@@ -124,6 +124,7 @@ fn build_inspect_install_hold() {
     let blob = d.join("blob.bin");
     let o = run(&[
         "build",
+        "--no-verify",
         "--ark",
         s(&ark),
         "--ask",
@@ -159,7 +160,9 @@ fn build_inspect_install_hold() {
 
     // install, then hold propagates CMD's exit status
     let certs = d.join("certs");
-    assert!(run(&["install", s(&blob), s(&certs)]).status.success());
+    assert!(run(&["install", "--no-verify", s(&blob), s(&certs)])
+        .status
+        .success());
     assert_eq!(std::fs::read(&certs).unwrap(), b);
     assert_eq!(
         run(&["hold", s(&certs), "--", "sh", "-c", "exit 7"])
@@ -190,6 +193,7 @@ fn build_inspect_install_hold() {
         "--",
         env!("CARGO_BIN_EXE_snp-certs"),
         "install",
+        "--no-verify",
         s(&blob),
         s(&certs),
     ]);
@@ -219,22 +223,43 @@ fn build_inspect_install_hold() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let o = run(&["install", "--timeout", "0.2", s(&small_p), s(&certs)]);
+    let o = run(&[
+        "install",
+        "--no-verify",
+        "--timeout",
+        "0.2",
+        s(&small_p),
+        s(&certs),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("lock busy"));
     assert!(holder.wait().unwrap().success());
     // hold --install replaces the blob after CMD succeeds ...
-    assert!(
-        run(&["hold", "--install", s(&small_p), s(&certs), "--", "true"])
-            .status
-            .success()
-    );
+    assert!(run(&[
+        "hold",
+        "--install",
+        s(&small_p),
+        "--no-verify",
+        s(&certs),
+        "--",
+        "true"
+    ])
+    .status
+    .success());
     assert_eq!(std::fs::read(&certs).unwrap(), small);
     // ... and not when it fails
     assert_eq!(
-        run(&["hold", "--install", s(&blob), s(&certs), "--", "false"])
-            .status
-            .code(),
+        run(&[
+            "hold",
+            "--install",
+            s(&blob),
+            "--no-verify",
+            s(&certs),
+            "--",
+            "false"
+        ])
+        .status
+        .code(),
         Some(1)
     );
     assert_eq!(std::fs::read(&certs).unwrap(), small);
@@ -324,6 +349,7 @@ fn hostile_inputs_fail_cleanly() {
         "--vlek",
         s(&good2),
         "--allow-oversize",
+        "--no-verify",
         "-o",
         s(&out),
     ]);
@@ -367,6 +393,7 @@ fn build_refuses_keys_and_one_certificate_in_two_roles() {
             s(ask),
             "--vcek",
             s(vcek),
+            "--no-verify",
             "-o",
             s(&out),
         ])
@@ -432,7 +459,14 @@ fn hold_forwards_sigterm_and_keeps_the_lock_until_cmd_ends() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     // The command still runs, so the lock must still be held.
     assert!(!done.exists());
-    let o = run(&["install", "--timeout", "0", s(&newp), s(&certs)]);
+    let o = run(&[
+        "install",
+        "--no-verify",
+        "--timeout",
+        "0",
+        s(&newp),
+        s(&certs),
+    ]);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -447,9 +481,16 @@ fn hold_forwards_sigterm_and_keeps_the_lock_until_cmd_ends() {
     assert!(std::fs::read_to_string(&log).unwrap().contains("term"));
     assert_eq!(std::fs::read(&certs).unwrap(), blob);
     // Now the lock is free.
-    assert!(run(&["install", "--timeout", "0", s(&newp), s(&certs)])
-        .status
-        .success());
+    assert!(run(&[
+        "install",
+        "--no-verify",
+        "--timeout",
+        "0",
+        s(&newp),
+        s(&certs),
+    ])
+    .status
+    .success());
     std::fs::remove_dir_all(&d).unwrap();
 }
 

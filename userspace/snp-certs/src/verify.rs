@@ -1,0 +1,508 @@
+//! Chain verification of a certificate blob: ARK -> ASK (or ASVK) -> VCEK (or VLEK).
+//!
+//! AMD's chain, as its Key Distribution Service (KDS) serves it and as the
+//! VCEK specification (AMD 57230) describes it:
+//!
+//! * the ARK (AMD Root Key) is self-signed;
+//! * the ASK (AMD SEV Key) signs VCEKs, the ASVK (AMD SEV VLEK Key) signs
+//!   VLEKs; both are signed by the ARK and sit in the table's ASK entry (the
+//!   GHCB specification has no separate ASVK GUID), so the intermediate is
+//!   called ASVK when the leaf is a VLEK;
+//! * the VCEK or VLEK holds an ECDSA P-384 key (the firmware signs attestation
+//!   reports with it) and carries the TCB it was issued for in AMD extensions
+//!   (`1.3.6.1.4.1.3704.1.3.x`) and, for a VCEK, the chip's hwID
+//!   (`1.3.6.1.4.1.3704.1.4`);
+//! * all three are signed with RSASSA-PSS, SHA-384, MGF1 with SHA-384, a
+//!   48-byte salt and trailer field 1 (the parameters in AMD's certificates;
+//!   the signer keys are RSA 4096).
+//!
+//! X.509 and DER are decoded with RustCrypto's `x509-cert`/`der`, signatures
+//! checked with `rsa` (PSS, exact salt length) and the leaf key with `p384`:
+//! no hand-written ASN.1. A blob without an ARK or without an ASK/ASVK (for
+//! example a VCEK-only blob) does not verify: there is nothing to anchor the
+//! leaf to.
+
+use std::fmt;
+use std::time::Duration;
+
+use rsa::pkcs1::RsaPssParams;
+use rsa::signature::Verifier;
+use x509_cert::der::asn1::{Ia5StringRef, ObjectIdentifier};
+use x509_cert::der::oid::db::rfc5912::{
+    ID_CE_BASIC_CONSTRAINTS, ID_EC_PUBLIC_KEY, ID_MGF_1, ID_RSASSA_PSS, ID_SHA_1, ID_SHA_384,
+    SECP_384_R_1,
+};
+use x509_cert::der::referenced::OwnedToRef;
+use x509_cert::der::{Decode, Encode};
+use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::Certificate;
+
+use crate::table::{self, CertKind};
+
+/// Salt length of AMD's RSASSA-PSS signatures (the SHA-384 output size).
+pub const PSS_SALT_LEN: u8 = 48;
+
+/// AMD's arc for SEV-SNP certificate extensions.
+const AMD_SNP: &str = "1.3.6.1.4.1.3704.1";
+
+/// A certificate's place in the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Ark,
+    Ask,
+    Asvk,
+    Vcek,
+    Vlek,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ark => "ARK",
+            Role::Ask => "ASK",
+            Role::Asvk => "ASVK",
+            Role::Vcek => "VCEK",
+            Role::Vlek => "VLEK",
+        }
+    }
+}
+
+/// The TCB a VCEK/VLEK was issued for (AMD extensions `1.3.6.1.4.1.3704.1.3.x`:
+/// .1 bootloader, .2 TEE, .3 SNP firmware, .8 microcode, .9 FMC on Turin).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tcb {
+    pub bootloader: Option<u8>,
+    pub tee: Option<u8>,
+    pub snp: Option<u8>,
+    pub microcode: Option<u8>,
+    pub fmc: Option<u8>,
+}
+
+/// What AMD's extensions say about the chip and firmware a leaf was issued for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endorsement {
+    /// `1.3.6.1.4.1.3704.1.2`, e.g. `Milan-B0`, `Turin`.
+    pub product: Option<String>,
+    pub tcb: Tcb,
+    /// `1.3.6.1.4.1.3704.1.4`: the chip ID (64 bytes on Milan/Genoa, 8 on
+    /// Turin). AMD puts the raw bytes in `extnValue`, not a DER OCTET STRING.
+    pub hwid: Option<Vec<u8>>,
+    /// Extensions under AMD's arc that could not be decoded (OID, reason).
+    pub undecoded: Vec<(String, String)>,
+}
+
+/// One check and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub what: String,
+    pub result: Result<(), String>,
+}
+
+/// One certificate of the chain, as decoded, with the checks made on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertReport {
+    pub role: Role,
+    pub subject: String,
+    pub issuer: String,
+    /// Serial number in hex, as encoded (big-endian).
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    /// For a VCEK or VLEK.
+    pub endorsement: Option<Endorsement>,
+    pub checks: Vec<Check>,
+}
+
+/// The outcome of [`verify_table`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainReport {
+    pub certs: Vec<CertReport>,
+    /// Problems that belong to no single check (a missing or undecodable
+    /// certificate, two leaves).
+    pub problems: Vec<String>,
+}
+
+impl ChainReport {
+    /// True when every certificate is present, decodes, and passed every check.
+    pub fn verified(&self) -> bool {
+        self.problems.is_empty()
+            && self
+                .certs
+                .iter()
+                .all(|c| c.checks.iter().all(|k| k.result.is_ok()))
+    }
+
+    /// Every failure, one line each (`ROLE: what: why`).
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = self.problems.clone();
+        for c in &self.certs {
+            for k in &c.checks {
+                if let Err(e) = &k.result {
+                    out.push(format!("{}: {}: {e}", c.role.name(), k.what));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Verifies the chain in a certificate table at `at` (time since the Unix
+/// epoch). `Err` only if the blob is not a valid table.
+pub fn verify_table(blob: &[u8], at: Duration) -> Result<ChainReport, table::TableError> {
+    let t = table::parse(blob)?;
+    let mut report = ChainReport::default();
+    let mut get = |kind: CertKind| -> Option<&[u8]> {
+        let mut found = t
+            .entries()
+            .iter()
+            .filter(|e| e.kind() == kind)
+            .filter_map(|e| t.data(e));
+        let first = found.next();
+        if found.next().is_some() {
+            report
+                .problems
+                .push(format!("more than one {} entry", kind.name()));
+        }
+        first
+    };
+    let ark = get(CertKind::Ark);
+    let ask = get(CertKind::Ask);
+    let vcek = get(CertKind::Vcek);
+    let vlek = get(CertKind::Vlek);
+    let (leaf, leaf_role, mid_role) = match (vcek, vlek) {
+        (Some(v), None) => (Some(v), Role::Vcek, Role::Ask),
+        (None, Some(v)) => (Some(v), Role::Vlek, Role::Asvk),
+        (Some(v), Some(_)) => {
+            report.problems.push(
+                "both a VCEK and a VLEK: one ASK/ASVK entry cannot sign both; checked the VCEK only"
+                    .into(),
+            );
+            (Some(v), Role::Vcek, Role::Ask)
+        }
+        (None, None) => {
+            report.problems.push(
+                "no VCEK or VLEK entry: nothing for a guest's report to be checked against".into(),
+            );
+            (None, Role::Vcek, Role::Ask)
+        }
+    };
+    if ark.is_none() {
+        report.problems.push(
+            "no ARK entry: the chain has no root (a VCEK-only blob cannot be verified; build with --ark and --ask)"
+                .into(),
+        );
+    }
+    if ask.is_none() {
+        report.problems.push(format!(
+            "no ASK entry: nothing links the {} to the ARK",
+            leaf_role.name()
+        ));
+    }
+    let mut decode = |role: Role, der: Option<&[u8]>| -> Option<Certificate> {
+        let der = der?;
+        match Certificate::from_der(der) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("{}: not a DER X.509 certificate: {e}", role.name()));
+                None
+            }
+        }
+    };
+    let ark = decode(Role::Ark, ark);
+    let mid = decode(mid_role, ask);
+    let leaf = decode(leaf_role, leaf);
+
+    if let Some(c) = &ark {
+        let mut r = describe(Role::Ark, c, at);
+        r.checks.push(ca_check(c));
+        r.checks.push(Check {
+            what: "self-signed (issuer = subject, RSASSA-PSS SHA-384 by its own key)".into(),
+            result: signed_by(c, c),
+        });
+        report.certs.push(r);
+    }
+    if let Some(c) = &mid {
+        let mut r = describe(mid_role, c, at);
+        r.checks.push(ca_check(c));
+        if let Some(a) = &ark {
+            r.checks.push(Check {
+                what: "signed by the ARK (RSASSA-PSS SHA-384)".into(),
+                result: signed_by(c, a),
+            });
+        }
+        report.certs.push(r);
+    }
+    if let Some(c) = &leaf {
+        let mut r = describe(leaf_role, c, at);
+        r.checks.push(Check {
+            what: "ECDSA P-384 public key".into(),
+            result: p384_key(c),
+        });
+        r.checks.push(Check {
+            what: "not a CA".into(),
+            result: match basic_constraints(c) {
+                Ok(Some(true)) => Err("basicConstraints says cA".into()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
+        });
+        if let Some(m) = &mid {
+            r.checks.push(Check {
+                what: format!("signed by the {} (RSASSA-PSS SHA-384)", mid_role.name()),
+                result: signed_by(c, m),
+            });
+        }
+        r.endorsement = Some(endorsement(c));
+        report.certs.push(r);
+    }
+    Ok(report)
+}
+
+/// Subject, serial, validity, and the validity check at `at`.
+fn describe(role: Role, c: &Certificate, at: Duration) -> CertReport {
+    let tbs = &c.tbs_certificate;
+    let nb = tbs.validity.not_before;
+    let na = tbs.validity.not_after;
+    let validity = if at < nb.to_unix_duration() {
+        Err(format!("not valid before {nb}"))
+    } else if at > na.to_unix_duration() {
+        Err(format!("expired at {na}"))
+    } else {
+        Ok(())
+    };
+    CertReport {
+        role,
+        subject: tbs.subject.to_string(),
+        issuer: tbs.issuer.to_string(),
+        serial: hex(tbs.serial_number.as_bytes()),
+        not_before: nb.to_string(),
+        not_after: na.to_string(),
+        endorsement: None,
+        checks: vec![Check {
+            what: "within its validity period".into(),
+            result: validity,
+        }],
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The `cA` flag of basicConstraints, if the extension is there.
+fn basic_constraints(c: &Certificate) -> Result<Option<bool>, String> {
+    let Some(ext) = extensions(c).find(|e| e.extn_id == ID_CE_BASIC_CONSTRAINTS) else {
+        return Ok(None);
+    };
+    BasicConstraints::from_der(ext.extn_value.as_bytes())
+        .map(|bc| Some(bc.ca))
+        .map_err(|e| format!("undecodable basicConstraints: {e}"))
+}
+
+/// ARK and ASK/ASVK sign: if they say what they are, they must say CA.
+fn ca_check(c: &Certificate) -> Check {
+    Check {
+        what: "a CA (basicConstraints cA, when present)".into(),
+        result: match basic_constraints(c) {
+            Ok(Some(false)) => Err("basicConstraints says not a CA".into()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn extensions(c: &Certificate) -> impl Iterator<Item = &x509_cert::ext::Extension> {
+    c.tbs_certificate.extensions.iter().flatten()
+}
+
+/// Checks that `signer`'s RSA key signed `cert` with AMD's RSASSA-PSS
+/// parameters, and that the names chain.
+fn signed_by(cert: &Certificate, signer: &Certificate) -> Result<(), String> {
+    if cert.tbs_certificate.issuer != signer.tbs_certificate.subject {
+        return Err(format!(
+            "issuer \"{}\" is not the signer's subject \"{}\"",
+            cert.tbs_certificate.issuer, signer.tbs_certificate.subject
+        ));
+    }
+    if cert.signature_algorithm != cert.tbs_certificate.signature {
+        return Err("signatureAlgorithm differs from the algorithm inside the signed part".into());
+    }
+    check_pss_params(&cert.signature_algorithm)?;
+    let key = rsa::RsaPublicKey::try_from(
+        signer
+            .tbs_certificate
+            .subject_public_key_info
+            .owned_to_ref(),
+    )
+    .map_err(|e| format!("the signer's key is not a usable RSA key: {e}"))?;
+    let msg = cert
+        .tbs_certificate
+        .to_der()
+        .map_err(|e| format!("cannot re-encode the signed part: {e}"))?;
+    let sig_bytes = cert
+        .signature
+        .as_bytes()
+        .ok_or("signature BIT STRING has unused bits")?;
+    let sig = rsa::pss::Signature::try_from(sig_bytes)
+        .map_err(|e| format!("malformed RSA signature: {e}"))?;
+    rsa::pss::VerifyingKey::<sha2::Sha384>::new_with_salt_len(key, usize::from(PSS_SALT_LEN))
+        .verify(&msg, &sig)
+        .map_err(|_| "signature does not verify with the signer's key".to_string())
+}
+
+/// The signature algorithm must be id-RSASSA-PSS with SHA-384, MGF1-SHA-384,
+/// salt 48, trailer field 1: the only parameters AMD uses.
+fn check_pss_params(alg: &x509_cert::spki::AlgorithmIdentifierOwned) -> Result<(), String> {
+    if alg.oid != ID_RSASSA_PSS {
+        return Err(format!(
+            "signature algorithm {} is not RSASSA-PSS ({ID_RSASSA_PSS})",
+            alg.oid
+        ));
+    }
+    let params = alg
+        .parameters
+        .as_ref()
+        .ok_or("RSASSA-PSS without parameters (the defaults are SHA-1)")?;
+    let der = params
+        .to_der()
+        .map_err(|e| format!("RSASSA-PSS parameters: {e}"))?;
+    let p = RsaPssParams::from_der(&der).map_err(|e| format!("RSASSA-PSS parameters: {e}"))?;
+    if p.hash.oid != ID_SHA_384 {
+        return Err(format!("RSASSA-PSS hash {} is not SHA-384", p.hash.oid));
+    }
+    let mgf_hash = p
+        .mask_gen
+        .parameters
+        .as_ref()
+        .map(|h| h.oid)
+        .unwrap_or(ID_SHA_1); // absent: the default, SHA-1
+    if p.mask_gen.oid != ID_MGF_1 || mgf_hash != ID_SHA_384 {
+        return Err(format!(
+            "RSASSA-PSS mask generation {} with {mgf_hash} is not MGF1 with SHA-384",
+            p.mask_gen.oid
+        ));
+    }
+    if p.salt_len != PSS_SALT_LEN {
+        return Err(format!(
+            "RSASSA-PSS salt length {} is not {PSS_SALT_LEN}",
+            p.salt_len
+        ));
+    }
+    Ok(()) // trailer field: the decoder accepts only 1 (trailerFieldBC)
+}
+
+/// The leaf's key must be an EC key on P-384 (a valid point).
+fn p384_key(c: &Certificate) -> Result<(), String> {
+    let spki = &c.tbs_certificate.subject_public_key_info;
+    if spki.algorithm.oid != ID_EC_PUBLIC_KEY {
+        return Err(format!(
+            "public key algorithm {} is not id-ecPublicKey",
+            spki.algorithm.oid
+        ));
+    }
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+    if curve != Some(SECP_384_R_1) {
+        return Err("EC key is not on secp384r1 (P-384)".into());
+    }
+    let point = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or("public key BIT STRING has unused bits")?;
+    p384::PublicKey::from_sec1_bytes(point)
+        .map(|_| ())
+        .map_err(|_| "not a valid P-384 point".into())
+}
+
+/// Decodes AMD's extensions of a VCEK/VLEK.
+fn endorsement(c: &Certificate) -> Endorsement {
+    let mut out = Endorsement::default();
+    for ext in extensions(c) {
+        let oid = ext.extn_id.to_string();
+        let Some(sub) = oid.strip_prefix(AMD_SNP) else {
+            continue;
+        };
+        let value = ext.extn_value.as_bytes();
+        let spl = |slot: &mut Option<u8>, undecoded: &mut Vec<(String, String)>| match u8::from_der(
+            value,
+        ) {
+            Ok(v) => *slot = Some(v),
+            Err(e) => undecoded.push((oid.clone(), format!("not an INTEGER 0..255: {e}"))),
+        };
+        match sub {
+            ".2" => match Ia5StringRef::from_der(value) {
+                Ok(s) => out.product = Some(s.as_str().to_string()),
+                Err(e) => out
+                    .undecoded
+                    .push((oid.clone(), format!("not an IA5String: {e}"))),
+            },
+            ".3.1" => spl(&mut out.tcb.bootloader, &mut out.undecoded),
+            ".3.2" => spl(&mut out.tcb.tee, &mut out.undecoded),
+            ".3.3" => spl(&mut out.tcb.snp, &mut out.undecoded),
+            ".3.8" => spl(&mut out.tcb.microcode, &mut out.undecoded),
+            ".3.9" => spl(&mut out.tcb.fmc, &mut out.undecoded),
+            ".4" => out.hwid = Some(value.to_vec()),
+            _ => {}
+        }
+    }
+    out
+}
+
+impl fmt::Display for Tcb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = |x: Option<u8>| x.map_or_else(|| "-".to_string(), |v| v.to_string());
+        write!(
+            f,
+            "bootloader {}, tee {}, snp {}, microcode {}",
+            v(self.bootloader),
+            v(self.tee),
+            v(self.snp),
+            v(self.microcode)
+        )?;
+        if let Some(fmc) = self.fmc {
+            write!(f, ", fmc {fmc}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The report as `snp-certs verify` prints it.
+impl fmt::Display for ChainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.certs {
+            writeln!(f, "{}", c.role.name())?;
+            writeln!(f, "  subject:  {}", c.subject)?;
+            writeln!(f, "  issuer:   {}", c.issuer)?;
+            writeln!(f, "  serial:   {}", c.serial)?;
+            writeln!(f, "  validity: {} .. {}", c.not_before, c.not_after)?;
+            if let Some(e) = &c.endorsement {
+                if let Some(p) = &e.product {
+                    writeln!(f, "  product:  {p}")?;
+                }
+                writeln!(f, "  TCB:      {}", e.tcb)?;
+                match &e.hwid {
+                    Some(h) => writeln!(f, "  hwID:     {} ({} bytes)", hex(h), h.len())?,
+                    None => writeln!(f, "  hwID:     (none)")?,
+                }
+                for (oid, why) in &e.undecoded {
+                    writeln!(f, "  warning:  extension {oid}: {why}")?;
+                }
+            }
+            for k in &c.checks {
+                match &k.result {
+                    Ok(()) => writeln!(f, "  ok:       {}", k.what)?,
+                    Err(e) => writeln!(f, "  FAIL:     {}: {e}", k.what)?,
+                }
+            }
+        }
+        for p in &self.problems {
+            writeln!(f, "FAIL: {p}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,783 @@
+//! Chain verification (`snp-certs verify`, `snp_certs::verify`), on AMD's real
+//! Milan/Genoa/Turin certificates (tests/data/amd) and on chains made here with
+//! the `openssl` command line the way AMD makes its own (RSASSA-PSS, SHA-384,
+//! MGF1-SHA-384, salt 48; a P-384 leaf with AMD's extensions), plus chains
+//! that break one rule each.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use snp_certs::table::{Builder, CertKind};
+use snp_certs::verify::{verify_table, ChainReport, Role, Tcb};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_snp-certs"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn amd(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/amd")
+        .join(name);
+    let raw = std::fs::read(&p).unwrap();
+    snp_certs::pem::to_der(&raw).unwrap()
+}
+
+fn table(certs: &[(CertKind, Vec<u8>)]) -> Vec<u8> {
+    let mut b = Builder::new();
+    for (k, d) in certs {
+        b = b.add_kind(*k, d.clone());
+    }
+    b.build().unwrap()
+}
+
+/// Seconds since the epoch of a UTC date (test-side, via the `date` tool, so
+/// not the parser under test).
+fn epoch(utc: &str) -> Duration {
+    let o = Command::new("date")
+        .args(["-u", "-d", utc, "+%s"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "date -d {utc}");
+    Duration::from_secs(String::from_utf8(o.stdout).unwrap().trim().parse().unwrap())
+}
+
+fn failures(r: &ChainReport) -> String {
+    r.failures().join("\n")
+}
+
+// ---------------------------------------------------------------- AMD's own
+
+#[test]
+fn amd_milan_chain_verifies_with_its_tcb_and_hwid() {
+    let blob = table(&[
+        (CertKind::Ark, amd("milan-ark.pem")),
+        (CertKind::Ask, amd("milan-ask.pem")),
+        (CertKind::Vcek, amd("vcek-milan.der")),
+    ]);
+    let r = verify_table(&blob, epoch("2026-01-01T00:00:00Z")).unwrap();
+    assert!(r.verified(), "{}", failures(&r));
+    let roles: Vec<Role> = r.certs.iter().map(|c| c.role).collect();
+    assert_eq!(roles, [Role::Ark, Role::Ask, Role::Vcek]);
+    // Values as `openssl x509 -text` / `openssl asn1parse` print them.
+    assert_eq!(r.certs[0].serial, "010000");
+    assert!(r.certs[0].subject.contains("CN=ARK-Milan"));
+    assert_eq!(r.certs[0].not_before, "2020-10-22T17:23:05Z");
+    assert_eq!(r.certs[0].not_after, "2045-10-22T17:23:05Z");
+    assert!(r.certs[1].subject.contains("CN=SEV-Milan"));
+    let v = &r.certs[2];
+    assert!(v.subject.contains("CN=SEV-VCEK"));
+    assert_eq!(v.serial, "00");
+    let e = v.endorsement.as_ref().unwrap();
+    assert_eq!(e.product.as_deref(), Some("Milan-B0"));
+    assert_eq!(
+        e.tcb,
+        Tcb {
+            bootloader: Some(3),
+            tee: Some(0),
+            snp: Some(8),
+            microcode: Some(0x73),
+            fmc: None
+        }
+    );
+    let hwid = "d49554ec717f4e5b0fe6b143bcf0405bd7ae304727edf46603f2a76aef6a3abc\
+                15d7af38db757039029f0efacfd08e244324884738c72b082e2f87a44d541eb6";
+    let got: String = e
+        .hwid
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(got, hwid);
+    assert!(e.undecoded.is_empty());
+}
+
+#[test]
+fn amd_turin_chain_verifies_with_fmc_and_8_byte_hwid() {
+    let blob = table(&[
+        (CertKind::Ark, amd("turin-ark.pem")),
+        (CertKind::Ask, amd("turin-ask.pem")),
+        (CertKind::Vcek, amd("vcek-turin.der")),
+    ]);
+    let r = verify_table(&blob, epoch("2026-01-01T00:00:00Z")).unwrap();
+    assert!(r.verified(), "{}", failures(&r));
+    let e = r.certs[2].endorsement.as_ref().unwrap();
+    assert_eq!(e.product.as_deref(), Some("Turin"));
+    assert_eq!(
+        e.tcb,
+        Tcb {
+            bootloader: Some(0),
+            tee: Some(0),
+            snp: Some(0),
+            microcode: Some(9),
+            fmc: Some(0)
+        }
+    );
+    assert_eq!(
+        e.hwid.as_deref(),
+        Some(&[0x1e, 0x55, 0x0a, 0x8e, 0xe5, 0xcf, 0x9f, 0x4d][..])
+    );
+}
+
+#[test]
+fn amd_validity_bounds_are_inclusive_and_checked() {
+    // VCEK Milan: Not Before Apr 3 19:23:43 2023 GMT, Not After Apr 3 19:23:43 2030 GMT.
+    let blob = table(&[
+        (CertKind::Ark, amd("milan-ark.pem")),
+        (CertKind::Ask, amd("milan-ask.pem")),
+        (CertKind::Vcek, amd("vcek-milan.der")),
+    ]);
+    for (at, ok) in [
+        ("2023-04-03T19:23:42Z", false),
+        ("2023-04-03T19:23:43Z", true),
+        ("2030-04-03T19:23:43Z", true),
+        ("2030-04-03T19:23:44Z", false),
+    ] {
+        let r = verify_table(&blob, epoch(at)).unwrap();
+        assert_eq!(r.verified(), ok, "{at}: {}", failures(&r));
+        if !ok {
+            let f = failures(&r);
+            assert!(
+                f.starts_with("VCEK: within its validity period"),
+                "{at}: {f}"
+            );
+            assert_eq!(r.failures().len(), 1, "{at}: {f}");
+        }
+    }
+}
+
+#[test]
+fn amd_generations_do_not_mix_and_incomplete_blobs_do_not_verify() {
+    let at = epoch("2026-01-01T00:00:00Z");
+    // Milan VCEK under Genoa's ASK: names differ, refused.
+    let r = verify_table(
+        &table(&[
+            (CertKind::Ark, amd("genoa-ark.pem")),
+            (CertKind::Ask, amd("genoa-ask.pem")),
+            (CertKind::Vcek, amd("vcek-milan.der")),
+        ]),
+        at,
+    )
+    .unwrap();
+    assert!(!r.verified());
+    assert!(
+        failures(&r).contains("VCEK: signed by the ASK"),
+        "{}",
+        failures(&r)
+    );
+    // Genoa's ASK under Milan's ARK.
+    let r = verify_table(
+        &table(&[
+            (CertKind::Ark, amd("milan-ark.pem")),
+            (CertKind::Ask, amd("genoa-ask.pem")),
+            (CertKind::Vcek, amd("vcek-milan.der")),
+        ]),
+        at,
+    )
+    .unwrap();
+    assert!(
+        failures(&r).contains("ASK: signed by the ARK"),
+        "{}",
+        failures(&r)
+    );
+    // Genoa ARK + ASK alone: their checks pass, but there is no leaf.
+    let r = verify_table(
+        &table(&[
+            (CertKind::Ark, amd("genoa-ark.pem")),
+            (CertKind::Ask, amd("genoa-ask.pem")),
+        ]),
+        at,
+    )
+    .unwrap();
+    assert!(!r.verified());
+    assert!(r
+        .certs
+        .iter()
+        .all(|c| c.checks.iter().all(|k| k.result.is_ok())));
+    assert_eq!(r.problems.len(), 1, "{}", failures(&r));
+    assert!(r.problems[0].contains("no VCEK or VLEK"));
+    // VCEK only (what a host serves when the guest fetches ARK/ASK itself).
+    let r = verify_table(&table(&[(CertKind::Vcek, amd("vcek-milan.der"))]), at).unwrap();
+    assert!(!r.verified());
+    let f = failures(&r);
+    assert!(
+        f.contains("no ARK entry") && f.contains("no ASK entry"),
+        "{f}"
+    );
+    // Swapped roles: ASK in the ARK entry and ARK in the ASK entry.
+    let r = verify_table(
+        &table(&[
+            (CertKind::Ark, amd("milan-ask.pem")),
+            (CertKind::Ask, amd("milan-ark.pem")),
+            (CertKind::Vcek, amd("vcek-milan.der")),
+        ]),
+        at,
+    )
+    .unwrap();
+    let f = failures(&r);
+    assert!(f.contains("ARK: self-signed"), "{f}");
+    // ASK in the VCEK entry: an RSA key, not P-384.
+    let r = verify_table(
+        &table(&[
+            (CertKind::Ark, amd("milan-ark.pem")),
+            (CertKind::Ask, amd("vcek-milan.der")),
+            (CertKind::Vcek, amd("milan-ask.pem")),
+        ]),
+        at,
+    )
+    .unwrap();
+    let f = failures(&r);
+    assert!(f.contains("VCEK: ECDSA P-384 public key"), "{f}");
+    assert!(f.contains("ASK: signed by the ARK"), "{f}");
+    // Not a certificate at all.
+    let r = verify_table(
+        &table(&[
+            (CertKind::Ark, amd("milan-ark.pem")),
+            (CertKind::Ask, amd("milan-ask.pem")),
+            (CertKind::Vcek, vec![0x30, 0x03, 0x02, 0x01, 0x05]),
+        ]),
+        at,
+    )
+    .unwrap();
+    assert!(failures(&r).contains("VCEK: not a DER X.509 certificate"));
+}
+
+// ---------------------------------------------------------------- made here
+
+/// A signature scheme for `openssl x509 -req`.
+#[derive(Clone, Copy)]
+enum Sig {
+    /// AMD's: RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48.
+    Amd,
+    Pkcs1v15,
+    PssSalt32,
+    PssSha256,
+}
+
+struct Ca {
+    dir: PathBuf,
+}
+
+const EXT: &str = "\
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+[leaf]
+1.3.6.1.4.1.3704.1.1 = ASN1:INTEGER:0
+1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Milan-B0
+1.3.6.1.4.1.3704.1.3.1 = ASN1:INTEGER:4
+1.3.6.1.4.1.3704.1.3.2 = ASN1:INTEGER:1
+1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:22
+1.3.6.1.4.1.3704.1.3.8 = ASN1:INTEGER:213
+1.3.6.1.4.1.3704.1.4 = DER:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff
+[turin]
+1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Turin
+1.3.6.1.4.1.3704.1.3.9 = ASN1:INTEGER:2
+1.3.6.1.4.1.3704.1.3.1 = ASN1:INTEGER:5
+1.3.6.1.4.1.3704.1.3.2 = ASN1:INTEGER:6
+1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:7
+1.3.6.1.4.1.3704.1.3.8 = ASN1:INTEGER:8
+1.3.6.1.4.1.3704.1.4 = DER:01:02:03:04:05:06:07:08
+[leafca]
+basicConstraints = critical,CA:TRUE
+1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:22
+";
+
+impl Ca {
+    fn openssl(&self, args: &[&str]) {
+        let o = Command::new("openssl")
+            .current_dir(&self.dir)
+            .args(args)
+            .output()
+            .expect("the openssl command line (Debian package openssl)");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn rsa_key(&self, name: &str) {
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            &format!("{name}.key"),
+        ]);
+    }
+
+    fn ec_key(&self, name: &str, curve: &str) {
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            &format!("ec_paramgen_curve:{curve}"),
+            "-out",
+            &format!("{name}.key"),
+        ]);
+    }
+
+    fn sig_args(sig: Sig) -> Vec<&'static str> {
+        let pss = |md: &'static str, salt: &'static str, mgf: &'static str| {
+            vec![
+                md,
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                salt,
+                "-sigopt",
+                mgf,
+            ]
+        };
+        match sig {
+            Sig::Amd => pss("-sha384", "rsa_pss_saltlen:48", "rsa_mgf1_md:sha384"),
+            Sig::PssSalt32 => pss("-sha384", "rsa_pss_saltlen:32", "rsa_mgf1_md:sha384"),
+            Sig::PssSha256 => pss("-sha256", "rsa_pss_saltlen:48", "rsa_mgf1_md:sha256"),
+            Sig::Pkcs1v15 => vec!["-sha384"],
+        }
+    }
+
+    /// Self-signed root `name` with subject `cn`.
+    fn root(&self, name: &str, cn: &str) {
+        self.rsa_key(name);
+        let mut a = vec![
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            cn,
+            "-days",
+            "3650",
+            "-set_serial",
+            "65536",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-out",
+            &format!("{name}.pem"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        a.extend(Self::sig_args(Sig::Amd).into_iter().map(String::from));
+        self.openssl(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// Certificate `name` for key `name.key`, subject `cn`, signed by `signer`
+    /// with `sig`, extensions from section `ext` of [`EXT`].
+    fn issue(&self, name: &str, cn: &str, signer: &str, sig: Sig, ext: &str) {
+        self.openssl(&[
+            "req",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            cn,
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        let (csr, ca, cakey, out) = (
+            format!("{name}.csr"),
+            format!("{signer}.pem"),
+            format!("{signer}.key"),
+            format!("{name}.pem"),
+        );
+        let mut a = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &cakey,
+            "-set_serial",
+            "7",
+            "-days",
+            "3650",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            ext,
+            "-out",
+            &out,
+        ];
+        a.extend(Self::sig_args(sig));
+        self.openssl(&a);
+    }
+
+    fn der(&self, name: &str) -> Vec<u8> {
+        snp_certs::pem::to_der(&std::fs::read(self.dir.join(format!("{name}.pem"))).unwrap())
+            .unwrap()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+}
+
+const ARK_CN: &str = "/CN=ARK-Test/O=snp-certs tests";
+const ASK_CN: &str = "/CN=SEV-Test/O=snp-certs tests";
+
+/// All test chains, made once per test binary.
+fn ca() -> &'static Ca {
+    static CA: OnceLock<Ca> = OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("snp-certs-verify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ext.cnf"), EXT).unwrap();
+        let c = Ca { dir };
+        c.root("ark", ARK_CN);
+        for k in ["ask", "asvk", "ask_other", "ark_fake"] {
+            c.rsa_key(k);
+        }
+        c.issue("ask", ASK_CN, "ark", Sig::Amd, "ca");
+        c.issue(
+            "asvk",
+            "/CN=SEV-VLEK-Test/O=snp-certs tests",
+            "ark",
+            Sig::Amd,
+            "ca",
+        );
+        // Same subject as the ASK, another key: names chain, signatures do not.
+        c.issue("ask_other", ASK_CN, "ark", Sig::Amd, "ca");
+        // Subject = issuer = the ARK's name, but signed by the ARK's key, not its own.
+        c.issue("ark_fake", ARK_CN, "ark", Sig::Amd, "ca");
+        // The ASK (same key, so it still signs the VCEK) signed by the ARK
+        // otherwise than AMD signs.
+        for (name, sig) in [
+            ("ask_v15", Sig::Pkcs1v15),
+            ("ask_salt32", Sig::PssSalt32),
+            ("ask_sha256", Sig::PssSha256),
+        ] {
+            std::fs::copy(c.dir.join("ask.key"), c.dir.join(format!("{name}.key"))).unwrap();
+            c.issue(name, ASK_CN, "ark", sig, "ca");
+        }
+        // Leaves.
+        c.ec_key("vcek", "P-384");
+        c.issue("vcek", "/CN=SEV-VCEK", "ask", Sig::Amd, "leaf");
+        c.ec_key("vcek_turin", "P-384");
+        c.issue("vcek_turin", "/CN=SEV-VCEK", "ask", Sig::Amd, "turin");
+        c.ec_key("vlek", "P-384");
+        c.issue("vlek", "/CN=SEV-VLEK", "asvk", Sig::Amd, "leaf");
+        c.ec_key("vcek_by_other", "P-384");
+        c.issue(
+            "vcek_by_other",
+            "/CN=SEV-VCEK",
+            "ask_other",
+            Sig::Amd,
+            "leaf",
+        );
+        c.rsa_key("vcek_rsa");
+        c.issue("vcek_rsa", "/CN=SEV-VCEK", "ask", Sig::Amd, "leaf");
+        c.ec_key("vcek_p256", "P-256");
+        c.issue("vcek_p256", "/CN=SEV-VCEK", "ask", Sig::Amd, "leaf");
+        c.ec_key("vcek_ca", "P-384");
+        c.issue("vcek_ca", "/CN=SEV-VCEK", "ask", Sig::Amd, "leafca");
+        c
+    })
+}
+
+fn chain(ark: &str, ask: &str, leaf: (CertKind, &str)) -> Vec<u8> {
+    let c = ca();
+    table(&[
+        (CertKind::Ark, c.der(ark)),
+        (CertKind::Ask, c.der(ask)),
+        (leaf.0, c.der(leaf.1)),
+    ])
+}
+
+fn now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+}
+
+#[test]
+fn generated_chains_verify_vcek_vlek_and_turin_layout() {
+    let r = verify_table(&chain("ark", "ask", (CertKind::Vcek, "vcek")), now()).unwrap();
+    assert!(r.verified(), "{}", failures(&r));
+    let e = r.certs[2].endorsement.as_ref().unwrap();
+    // The values written in EXT's [leaf] section.
+    assert_eq!(
+        e.tcb,
+        Tcb {
+            bootloader: Some(4),
+            tee: Some(1),
+            snp: Some(22),
+            microcode: Some(213),
+            fmc: None
+        }
+    );
+    assert_eq!(e.hwid.as_ref().map(Vec::len), Some(64));
+    assert_eq!(e.hwid.as_ref().unwrap()[..4], [0x00, 0x11, 0x22, 0x33]);
+    assert_eq!(r.certs[2].serial, "07");
+
+    let r = verify_table(&chain("ark", "ask", (CertKind::Vcek, "vcek_turin")), now()).unwrap();
+    assert!(r.verified(), "{}", failures(&r));
+    let e = r.certs[2].endorsement.as_ref().unwrap();
+    assert_eq!(e.product.as_deref(), Some("Turin"));
+    assert_eq!(
+        e.tcb,
+        Tcb {
+            bootloader: Some(5),
+            tee: Some(6),
+            snp: Some(7),
+            microcode: Some(8),
+            fmc: Some(2)
+        }
+    );
+    assert_eq!(e.hwid.as_deref(), Some(&[1, 2, 3, 4, 5, 6, 7, 8][..]));
+
+    let r = verify_table(&chain("ark", "asvk", (CertKind::Vlek, "vlek")), now()).unwrap();
+    assert!(r.verified(), "{}", failures(&r));
+    let roles: Vec<Role> = r.certs.iter().map(|c| c.role).collect();
+    assert_eq!(roles, [Role::Ark, Role::Asvk, Role::Vlek]);
+}
+
+/// Each broken chain, the one failure line it must give (`ROLE: check`).
+#[test]
+fn broken_chains_fail_for_the_right_reason() {
+    let cases: [(&str, Vec<u8>, &[&str]); 9] = [
+        (
+            "VCEK signed by another key with the ASK's name",
+            chain("ark", "ask", (CertKind::Vcek, "vcek_by_other")),
+            &["VCEK: signed by the ASK (RSASSA-PSS SHA-384): signature does not verify"],
+        ),
+        (
+            "VLEK under the ASK instead of the ASVK",
+            chain("ark", "ask", (CertKind::Vlek, "vlek")),
+            &["VLEK: signed by the ASVK (RSASSA-PSS SHA-384): issuer"],
+        ),
+        (
+            "ASK signed with PKCS#1 v1.5",
+            chain("ark", "ask_v15", (CertKind::Vcek, "vcek")),
+            &["ASK: signed by the ARK (RSASSA-PSS SHA-384): signature algorithm 1.2.840.113549.1.1.12 is not RSASSA-PSS"],
+        ),
+        (
+            "ASK signed with PSS salt 32",
+            chain("ark", "ask_salt32", (CertKind::Vcek, "vcek")),
+            &["ASK: signed by the ARK (RSASSA-PSS SHA-384): RSASSA-PSS salt length 32 is not 48"],
+        ),
+        (
+            "ASK signed with PSS SHA-256",
+            chain("ark", "ask_sha256", (CertKind::Vcek, "vcek")),
+            &["ASK: signed by the ARK (RSASSA-PSS SHA-384): RSASSA-PSS hash 2.16.840.1.101.3.4.2.1 is not SHA-384"],
+        ),
+        (
+            "VCEK with an RSA key",
+            chain("ark", "ask", (CertKind::Vcek, "vcek_rsa")),
+            &["VCEK: ECDSA P-384 public key: public key algorithm 1.2.840.113549.1.1.1 is not id-ecPublicKey"],
+        ),
+        (
+            "VCEK with a P-256 key",
+            chain("ark", "ask", (CertKind::Vcek, "vcek_p256")),
+            &["VCEK: ECDSA P-384 public key: EC key is not on secp384r1"],
+        ),
+        (
+            "VCEK that says it is a CA",
+            chain("ark", "ask", (CertKind::Vcek, "vcek_ca")),
+            &["VCEK: not a CA: basicConstraints says cA"],
+        ),
+        (
+            "ARK not signed by its own key",
+            chain("ark_fake", "ask", (CertKind::Vcek, "vcek")),
+            &[
+                "ARK: self-signed (issuer = subject, RSASSA-PSS SHA-384 by its own key): signature does not verify",
+                "ASK: signed by the ARK (RSASSA-PSS SHA-384): signature does not verify",
+            ],
+        ),
+    ];
+    for (what, blob, want) in cases {
+        let r = verify_table(&blob, now()).unwrap();
+        let got = r.failures();
+        assert!(!r.verified(), "{what}: verified");
+        assert_eq!(got.len(), want.len(), "{what}: {got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{what}: got {g:?}, want {w:?}");
+        }
+    }
+    // Swapped roles: the ASK as ARK and the ARK as ASK.
+    let r = verify_table(&chain("ask", "ark", (CertKind::Vcek, "vcek")), now()).unwrap();
+    let f = failures(&r);
+    assert!(f.contains("ARK: self-signed"), "{f}");
+    assert!(f.contains("ASK: signed by the ARK"), "{f}");
+    assert!(f.contains("VCEK: signed by the ASK"), "{f}");
+}
+
+// ---------------------------------------------------------------- the CLI
+
+#[test]
+fn cli_verify_exit_codes_and_output() {
+    let c = ca();
+    let d = c.dir.join("cli");
+    std::fs::create_dir_all(&d).unwrap();
+    let good = d.join("good.bin");
+    std::fs::write(&good, chain("ark", "ask", (CertKind::Vcek, "vcek"))).unwrap();
+    let o = run(&["verify", s(&good)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "ARK\n",
+        "ASK\n",
+        "VCEK\n",
+        "subject:  O=snp-certs tests,CN=ARK-Test",
+        "serial:   07",
+        "product:  Milan-B0",
+        "TCB:      bootloader 4, tee 1, snp 22, microcode 213\n",
+        "hwID:     00112233",
+        "(64 bytes)",
+        "chain verifies",
+    ] {
+        assert!(out.contains(want), "{want:?} not in\n{out}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+
+    // Expired and not yet valid, through --at (the chain is valid for 10 years from now).
+    for at in ["2100-01-01T00:00:00Z", "@0", "2000-02-29T12:00:00Z"] {
+        let o = run(&["verify", "--at", at, s(&good)]);
+        assert_eq!(o.status.code(), Some(1), "{at}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let want = if at.starts_with("2100") {
+            "FAIL:     within its validity period: expired at"
+        } else {
+            "FAIL:     within its validity period: not valid before"
+        };
+        assert_eq!(out.matches(want).count(), 3, "{at}: {out}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("does not verify"));
+    }
+
+    let bad = d.join("bad.bin");
+    std::fs::write(&bad, chain("ark", "ask", (CertKind::Vcek, "vcek_by_other"))).unwrap();
+    let o = run(&["verify", s(&bad)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL:     signed by the ASK"));
+
+    let notable = d.join("notable.bin");
+    std::fs::write(&notable, b"not a table").unwrap();
+    let o = run(&["verify", s(&notable)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid certificate table"));
+
+    for args in [
+        vec!["verify"],
+        vec!["verify", s(&good), s(&good)],
+        vec!["verify", "--bogus", s(&good)],
+        vec!["verify", "--at", "yesterday", s(&good)],
+        vec!["verify", "--at", "2026-13-01T00:00:00Z", s(&good)],
+        vec!["verify", "--at"],
+        vec!["install", "--no-verify"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    let o = run(&["verify", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("RSASSA-PSS"));
+}
+
+#[test]
+fn build_and_install_refuse_a_chain_that_does_not_verify() {
+    let c = ca();
+    let d = c.dir.join("refuse");
+    std::fs::create_dir_all(&d).unwrap();
+    let out = d.join("out.bin");
+    let build = |ark: &str, ask: &str, vcek: &str, extra: &[&str]| {
+        let (a, k, v) = (c.path(ark), c.path(ask), c.path(vcek));
+        let mut args = vec!["build", "--ark", s(&a), "--ask", s(&k), "--vcek", s(&v)];
+        args.extend_from_slice(extra);
+        args.extend(["-o", s(&out)]);
+        run(&args)
+    };
+    let o = build("ark", "ask", "vcek_rsa", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("does not verify") && e.contains("--no-verify"),
+        "{e}"
+    );
+    assert!(e.contains("VCEK: ECDSA P-384 public key"), "{e}");
+    assert!(!out.exists(), "nothing written for a refused chain");
+    let o = build("ask", "ark", "vcek", &[]);
+    assert_eq!(o.status.code(), Some(1), "swapped roles");
+    assert!(!out.exists());
+    let o = build("ark", "ask", "vcek_rsa", &["--no-verify"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&out).unwrap();
+    let o = build("ark", "ask", "vcek", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // install: a good chain goes in; a VCEK-only blob and a broken chain do
+    // not, unless --no-verify; the file keeps the good blob.
+    let certs = d.join("certs");
+    assert!(run(&["install", s(&out), s(&certs)]).status.success());
+    let good = std::fs::read(&out).unwrap();
+    let only = d.join("vcek-only.bin");
+    std::fs::write(&only, table(&[(CertKind::Vcek, c.der("vcek"))])).unwrap();
+    let broken = d.join("broken.bin");
+    std::fs::write(
+        &broken,
+        chain("ark", "ask", (CertKind::Vcek, "vcek_by_other")),
+    )
+    .unwrap();
+    for (p, why) in [
+        (&only, "no ARK entry"),
+        (&broken, "signature does not verify"),
+    ] {
+        let o = run(&["install", s(p), s(&certs)]);
+        assert_eq!(o.status.code(), Some(1), "{why}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(why) && e.contains("--no-verify"), "{why}: {e}");
+        assert_eq!(std::fs::read(&certs).unwrap(), good, "{why}");
+        // hold --install checks before it runs the command.
+        let flag = d.join("ran");
+        let o = run(&[
+            "hold",
+            "--install",
+            s(p),
+            s(&certs),
+            "--",
+            "touch",
+            s(&flag),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{why}");
+        assert!(!flag.exists(), "{why}: command ran");
+    }
+    // The empty table serves no certificates and claims no chain: installed
+    // without --no-verify; `verify` still says there is no chain.
+    let empty = d.join("empty.bin");
+    std::fs::write(&empty, [0u8; 24]).unwrap();
+    let o = run(&["install", s(&empty), s(&certs)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(run(&["verify", s(&empty)]).status.code(), Some(1));
+    let o = run(&["install", "--no-verify", s(&only), s(&certs)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&certs).unwrap(),
+        std::fs::read(&only).unwrap()
+    );
+    let o = run(&["hold", "--no-verify", s(&certs), "--", "true"]);
+    assert_eq!(o.status.code(), Some(2), "--no-verify without --install");
+}
