@@ -4,8 +4,8 @@
 # Checks the snp-certs workspace: rustfmt, clippy -D warnings, cargo test (unit,
 # property, CLI, store and exit-handler tests), the concurrency test (readers vs
 # SIGKILLed updaters, with its statistics), short fuzz runs of the table parser
-# and of the exit handler,
-# and the serve benchmark (ratios printed, never asserted). With HEADER_DIR (a
+# and of the exit handler, the mainline 7.0 bindings check (when bindgen is
+# installed), and the serve benchmark (ratios printed, never asserted). With HEADER_DIR (a
 # `make headers_install` output directory of the patched series), also checks
 # that the checked-in kvm_run bindings match what bindgen generates from it.
 #
@@ -51,6 +51,15 @@ if [ -n "$header_dir" ]; then
     ./setup.sh --with-bindgen >/dev/null # no-op when bindgen 0.73.2 is installed
     scripts/regen-bindings.sh --check "$header_dir"
 fi
+
+step "bindings check: mainline 7.0 KVM_EXIT_SNP_REQ_CERTS (scripts/uapi-7.0)"
+rc7=0
+scripts/regen-bindings-7.0.sh --check || rc7=$?
+case "$rc7" in
+    0) ;;
+    2) echo "SKIP bindings 7.0: bindgen 0.73.2 is not installed (setup.sh --with-bindgen)" ;;
+    *) exit 1 ;;
+esac
 
 step "fuzz: table parser (${FUZZ_SECONDS}s), exit handler (${FUZZ_SECONDS_HANDLER:-15}s)"
 fuzz_ok=1

@@ -50,3 +50,18 @@ pub mod watch;
 pub mod kvm {
     include!("kvm_bindings.rs");
 }
+
+/// Mainline Linux 7.0's uapi for `KVM_EXIT_SNP_REQ_CERTS` (the certificate
+/// exit as merged upstream), generated from `scripts/uapi-7.0/snp_req_certs.h`.
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code,
+    clippy::all,
+    clippy::pedantic,
+    clippy::restriction
+)]
+pub mod kvm7 {
+    include!("kvm7_bindings.rs");
+}

@@ -1,4 +1,6 @@
-//! The VMM's side of `KVM_EXIT_VMGEXIT` / `KVM_USER_VMGEXIT_REQ_CERTS`.
+//! The VMM's side of `KVM_EXIT_VMGEXIT` / `KVM_USER_VMGEXIT_REQ_CERTS` (our
+//! 6.12 series) and of mainline Linux 7.0's `KVM_EXIT_SNP_REQ_CERTS`: one
+//! handler type for both, chosen with [`Abi`] (see "Mainline 7.0" below).
 //!
 //! # The contract (the series' `Documentation/virt/kvm/api.rst`)
 //!
@@ -117,6 +119,60 @@
 //! the new request, so that a guest that asks back to back cannot starve a
 //! waiting updater.
 //!
+//! # Mainline 7.0: `KVM_EXIT_SNP_REQ_CERTS` ([`Abi::SnpReqCerts`])
+//!
+//! Mainline took another exit (kvm-x86 commits fa9893fadbc2 "KVM: Introduce
+//! KVM_EXIT_SNP_REQ_CERTS for SNP certificate-fetching" and 20c3c4108d58 "KVM:
+//! SEV: Add KVM_SEV_SNP_ENABLE_REQ_CERTS command", in 7.0; exit number 43 in
+//! the final header). Its api.rst: `kvm_run.snp_req_certs` is `{gpa, npages,
+//! ret}` (u64 each); `gpa` and `npages` are the guest's RAX and RBX (KVM has
+//! checked that `gpa` is 4 KiB aligned, nothing else); `ret` is 0 on exit. The
+//! VMM answers in `ret` with an errno: 0 (the buffer holds the table; KVM then
+//! sends the request to the firmware), `ENOSPC` (too small; KVM passes
+//! `npages` to the guest in RBX), `EAGAIN` (busy, the guest retries), `EIO`
+//! (generic error); any other value makes `KVM_RUN` fail with `EINVAL`. The
+//! VM opts in with `KVM_MEMORY_ENCRYPT_OP` / `KVM_SEV_SNP_ENABLE_REQ_CERTS`
+//! before creating vCPUs ([`enable_req_certs_cmd`]); a kernel that has the
+//! exit reports 1 for `KVM_X86_GRP_SEV` / `KVM_X86_SEV_SNP_REQ_CERTS` through
+//! `KVM_HAS_DEVICE_ATTR`/`KVM_GET_DEVICE_ATTR` on `/dev/kvm`
+//! ([`req_certs_device_attr`]). The lock: api.rst recommends holding it until
+//! KVM has sent the request to the firmware, by setting `immediate_exit` after
+//! answering, so that the vCPU "will exit again to userspace with `-EINTR`"
+//! once that is done.
+//!
+//! Differences the handler takes care of:
+//!
+//! * KVM does **not** write an empty table before this exit, so for "no
+//!   certificates" (and a host fault under [`FaultPolicy::EmptyTable`]) the
+//!   handler writes the 24-byte empty table itself when `npages` is not 0;
+//! * answers are `0`/`ENOSPC`/`EAGAIN`, never `EIO` (it is the GENERIC error
+//!   a Linux guest takes as final);
+//! * with [`ReqCertsHandler::notify_done`] on (the default), the handler sets
+//!   `immediate_exit` when it answers with certificates under the lock, and
+//!   after a `KVM_RUN` that failed with `EINTR` while `exit_reason` still reads
+//!   `KVM_EXIT_SNP_REQ_CERTS` (the `immediate_exit` return, which KVM makes
+//!   only after acting on the answer) it releases the lock, clears
+//!   `immediate_exit` and returns [`Step::Done`];
+//! * there is no `status` field, so the lock rule reads the return: KVM has
+//!   acted on the answer if `KVM_RUN` returned 0, or failed with `EINTR` and
+//!   left `exit_reason` as it was. Any other failure (`EINTR` with
+//!   `KVM_EXIT_INTR`, which a signal during the INIT wait sets before KVM
+//!   looks at the answer; `EINVAL` on invalid `kvm_dirty_regs`; ...) keeps the
+//!   request pending and the lock held ([`Step::StillPending`]); the handler
+//!   then writes `KVM_EXIT_SNP_REQ_CERTS` back to `exit_reason` (KVM does not
+//!   read it), because the later `immediate_exit` return leaves it as it
+//!   finds it, and after the INIT-wait signal it would read `KVM_EXIT_INTR`.
+//!   This errs on
+//!   the side of holding: 7.0's `KVM_RUN` also fails *after* acting when the
+//!   firmware call itself fails, and then the lock is kept until the next
+//!   return or [`ReqCertsHandler::release`]; an updater waits, but never
+//!   races a request. (Read from mainline's `kvm_arch_vcpu_ioctl_run()`: the
+//!   INIT wait and register sync come before `complete_userspace_io`, the
+//!   `immediate_exit` check after it, and it leaves `exit_reason` alone.)
+//!
+//! A VMM that uses `immediate_exit` itself (to kick a vCPU) should set it
+//! again after a [`Step::Done`], which clears it.
+//!
 //! Inputs a correct KVM never produces (a buggy or hostile kernel): a
 //! successful return with `KVM_EXIT_VMGEXIT` of an unknown `type`, or with a
 //! `status` that is neither PENDING nor DONE, is refused with [`ExitError`],
@@ -128,6 +184,7 @@
 use std::fmt;
 
 use crate::kvm;
+use crate::kvm7;
 use crate::store::{BlobServer, StoreError};
 use crate::table::{self, ENTRY_SIZE, PAGE_SIZE};
 
@@ -155,6 +212,70 @@ pub const STATUS_DONE: u8 = u8_const(kvm::KVM_USER_VMGEXIT_REQ_CERTS_STATUS_DONE
 
 /// The empty certificate table KVM writes at `data_gpa` before the exit.
 const EMPTY_TABLE: [u8; ENTRY_SIZE] = [0; ENTRY_SIZE];
+
+/// Which kernel interface the handler speaks. The VMM picks it from what the
+/// kernel offers: `KVM_CHECK_EXTENSION(KVM_CAP_EXIT_VMGEXIT)` for our series,
+/// `KVM_HAS_DEVICE_ATTR` with [`req_certs_device_attr`] for mainline 7.0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Abi {
+    /// Our 6.12 series: `KVM_EXIT_VMGEXIT` / `KVM_USER_VMGEXIT_REQ_CERTS`,
+    /// GHCB error codes, `status` and NOTIFY_DONE ([`enable_cap_args`]).
+    #[default]
+    Vmgexit,
+    /// Mainline 7.0: `KVM_EXIT_SNP_REQ_CERTS`, errno answers, the lock
+    /// released through `immediate_exit` ([`enable_req_certs_cmd`]).
+    SnpReqCerts,
+}
+
+/// 7.0 `ret`: the buffer holds the table.
+pub const SNP_RET_OK: u64 = 0;
+/// 7.0 `ret`: the buffer is too small; `npages` says how many pages are needed.
+pub const SNP_RET_ENOSPC: u64 = libc::ENOSPC as u64;
+/// 7.0 `ret`: busy, the guest may retry.
+pub const SNP_RET_EAGAIN: u64 = libc::EAGAIN as u64;
+/// 7.0 `ret`: generic error. Part of the uapi; this handler never writes it.
+pub const SNP_RET_EIO: u64 = libc::EIO as u64;
+
+use nix::libc;
+
+/// The `KVM_HAS_DEVICE_ATTR` / `KVM_GET_DEVICE_ATTR` argument (on `/dev/kvm`)
+/// that asks a 7.0 kernel whether it has `KVM_EXIT_SNP_REQ_CERTS` (the value
+/// read is 1 if so).
+pub fn req_certs_device_attr() -> kvm7::kvm_device_attr {
+    kvm7::kvm_device_attr {
+        group: kvm7::KVM_X86_GRP_SEV,
+        attr: u64::from(kvm7::KVM_X86_SEV_SNP_REQ_CERTS),
+        ..Default::default()
+    }
+}
+
+/// The `KVM_MEMORY_ENCRYPT_OP` argument (VM ioctl, before any vCPU is
+/// created) that opts an SNP VM in to `KVM_EXIT_SNP_REQ_CERTS` on 7.0.
+pub fn enable_req_certs_cmd(sev_fd: u32) -> kvm7::kvm_sev_cmd {
+    kvm7::kvm_sev_cmd {
+        id: kvm7::sev_cmd_id_KVM_SEV_SNP_ENABLE_REQ_CERTS,
+        sev_fd,
+        ..Default::default()
+    }
+}
+
+/// The `snp_req_certs` member of `kvm_run`'s exit union. `kvm_run` comes from
+/// the series' bindings; the union starts at the same offset (32) and is the
+/// same 256 bytes in every kernel, so 7.0's member is read from it.
+fn snp_req_certs(run: &mut kvm::kvm_run) -> &mut kvm7::kvm_exit_snp_req_certs {
+    type Union = kvm::kvm_run__bindgen_ty_1;
+    type Member = kvm7::kvm_exit_snp_req_certs;
+    const _: () = assert!(
+        std::mem::size_of::<Member>() <= std::mem::size_of::<Union>()
+            && std::mem::align_of::<Member>() <= std::mem::align_of::<Union>()
+    );
+    let u: *mut Union = &mut run.__bindgen_anon_1;
+    // SAFETY: the union is at least as large and as aligned as the member
+    // (checked above at compile time), the member consists only of u64s, for
+    // which every bit pattern is valid, and the borrow of `run` is exclusive
+    // for the returned lifetime.
+    unsafe { &mut *u.cast::<Member>() }
+}
 
 /// The `req_certs` member of `kvm_run.vmgexit`.
 type ReqCerts = kvm::kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1;
@@ -322,6 +443,15 @@ impl Answer {
             Answer::HostFault { policy, .. } => policy.ret(),
         }
     }
+
+    /// The `ret` this answer wrote on 7.0's `KVM_EXIT_SNP_REQ_CERTS` (an errno).
+    pub fn snp_ret(&self) -> u64 {
+        match self.ret() {
+            RET_INVALID_LEN => SNP_RET_ENOSPC,
+            RET_BUSY => SNP_RET_EAGAIN,
+            _ => SNP_RET_OK,
+        }
+    }
 }
 
 /// What a return of `KVM_RUN` meant, and what the VMM does next.
@@ -330,15 +460,18 @@ pub enum Step {
     /// `KVM_RUN` returned a new certificate request; the answer is in
     /// `kvm_run`. Run the vCPU again.
     Answered(Answer),
-    /// The DONE exit (`status` DONE): KVM has finished with the request and
-    /// the lock is released. Nothing was written; run the vCPU again.
+    /// The DONE exit (`status` DONE), or on 7.0 the `EINTR` return that
+    /// `immediate_exit` makes after KVM acted: KVM has finished with the
+    /// request and the lock is released (on 7.0 `immediate_exit` is cleared
+    /// again). Nothing else was written; run the vCPU again.
     Done,
     /// `KVM_RUN` failed with `errno` and the request the handler answered is
     /// still pending: `status` does not read DONE, whatever `exit_reason` says
     /// (KVM failed before it acted on the answer, e.g. on an invalid
     /// `kvm_dirty_regs`, or with `EINTR` and `exit_reason` `KVM_EXIT_INTR` on
     /// a signal while the vCPU waits for INIT; or it refused the answer with
-    /// `EINVAL`). Nothing was written: the answer stays in `kvm_run` and the
+    /// `EINVAL`). Nothing was written (on 7.0, but `exit_reason`: see the
+    /// module documentation): the answer stays in `kvm_run` and the
     /// lock, if held, is kept, and the next `KVM_RUN` acts on the answer. Run
     /// the vCPU again (e.g. after `EINTR`), or, if it will not run again, call
     /// [`ReqCertsHandler::release`].
@@ -363,6 +496,8 @@ pub enum ExitError {
     UnknownType(u32),
     /// REQ_CERTS with a `status` that is neither PENDING nor DONE.
     BadStatus(u8),
+    /// 7.0: `KVM_EXIT_SNP_REQ_CERTS` with a `ret` other than 0.
+    BadRet(u64),
 }
 
 impl fmt::Display for ExitError {
@@ -370,6 +505,7 @@ impl fmt::Display for ExitError {
         match self {
             ExitError::UnknownType(t) => write!(f, "unknown KVM_EXIT_VMGEXIT type {t}"),
             ExitError::BadStatus(s) => write!(f, "invalid REQ_CERTS status {s}"),
+            ExitError::BadRet(r) => write!(f, "KVM_EXIT_SNP_REQ_CERTS with ret {r}, not 0"),
         }
     }
 }
@@ -507,6 +643,10 @@ fn place(blob: &[u8], gpa: u64, npages: u64, mem: &mut dyn GuestMemory) -> Place
 /// Per-vCPU handler state (one per vCPU thread, each with its own source).
 pub struct ReqCertsHandler<S: CertSource> {
     source: S,
+    abi: Abi,
+    /// 7.0: the handler set `kvm_run.immediate_exit` for the request it holds
+    /// the lock for, and clears it once KVM has acted.
+    armed_immediate_exit: bool,
     notify_done: bool,
     policy: FaultPolicy,
     holding: bool,
@@ -522,6 +662,8 @@ impl<S: CertSource> ReqCertsHandler<S> {
     pub fn new(source: S) -> Self {
         ReqCertsHandler {
             source,
+            abi: Abi::default(),
+            armed_immediate_exit: false,
             notify_done: true,
             policy: FaultPolicy::default(),
             holding: false,
@@ -530,7 +672,14 @@ impl<S: CertSource> ReqCertsHandler<S> {
         }
     }
 
-    /// Whether to set NOTIFY_DONE (default true). Without it the lock is held
+    /// The kernel interface to speak (default [`Abi::Vmgexit`], our series).
+    pub fn abi(mut self, abi: Abi) -> Self {
+        self.abi = abi;
+        self
+    }
+
+    /// Whether to set NOTIFY_DONE (default true); on 7.0, whether to set
+    /// `immediate_exit` after answering with certificates. Without it the lock is held
     /// until the vCPU's next return from `KVM_RUN`, which may come much later
     /// (most exits are handled inside KVM): updaters wait that long.
     pub fn notify_done(mut self, on: bool) -> Self {
@@ -591,6 +740,18 @@ impl<S: CertSource> ReqCertsHandler<S> {
         result: Result<(), Errno>,
         mem: &mut dyn GuestMemory,
     ) -> Result<Step, ExitError> {
+        match self.abi {
+            Abi::Vmgexit => self.after_run_vmgexit(run, result, mem),
+            Abi::SnpReqCerts => self.after_run_snp(run, result, mem),
+        }
+    }
+
+    fn after_run_vmgexit(
+        &mut self,
+        run: &mut kvm::kvm_run,
+        result: Result<(), Errno>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Step, ExitError> {
         if let Err(errno) = result {
             // A failed KVM_RUN: `status` alone says whether KVM has finished
             // with the request (KVM_EXIT_INTR may have replaced the exit
@@ -621,6 +782,117 @@ impl<S: CertSource> ReqCertsHandler<S> {
                 s => Err(ExitError::BadStatus(s)),
             },
         }
+    }
+
+    /// 7.0's `KVM_EXIT_SNP_REQ_CERTS`; see "Mainline 7.0" in the module
+    /// documentation for the rule.
+    fn after_run_snp(
+        &mut self,
+        run: &mut kvm::kvm_run,
+        result: Result<(), Errno>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Step, ExitError> {
+        if let Err(errno) = result {
+            // KVM acted on the answer and then saw immediate_exit: EINTR with
+            // exit_reason left alone. Every other failure may have come
+            // before KVM looked at the answer.
+            let acted = errno == Errno::EINTR && run.exit_reason == kvm7::KVM_EXIT_SNP_REQ_CERTS;
+            if self.pending && !acted {
+                // KVM reads nothing from exit_reason; a signal during the
+                // INIT wait set it to KVM_EXIT_INTR, and the immediate_exit
+                // return after KVM acts leaves it as it is: put it back so
+                // that that return is recognised.
+                run.exit_reason = kvm7::KVM_EXIT_SNP_REQ_CERTS;
+                return Ok(Step::StillPending { errno });
+            }
+            let was_pending = std::mem::replace(&mut self.pending, false);
+            self.disarm(run);
+            self.release();
+            return Ok(if was_pending {
+                Step::Done
+            } else {
+                Step::RunFailed { errno }
+            });
+        }
+        // A new exit: KVM has acted on any earlier answer.
+        self.pending = false;
+        self.disarm(run);
+        self.release();
+        if run.exit_reason != kvm7::KVM_EXIT_SNP_REQ_CERTS {
+            return Ok(Step::NotOurs);
+        }
+        let ret = snp_req_certs(run).ret;
+        if ret != 0 {
+            return Err(ExitError::BadRet(ret));
+        }
+        self.pending = true;
+        Ok(Step::Answered(self.answer_snp(run, mem)))
+    }
+
+    /// Clears `immediate_exit` if this handler set it.
+    fn disarm(&mut self, run: &mut kvm::kvm_run) {
+        if std::mem::replace(&mut self.armed_immediate_exit, false) {
+            run.immediate_exit = 0;
+        }
+    }
+
+    /// Answers a new 7.0 request: writes `ret` (and `npages` for ENOSPC), and
+    /// `immediate_exit` when it keeps the lock with NOTIFY_DONE on.
+    fn answer_snp(&mut self, run: &mut kvm::kvm_run, mem: &mut dyn GuestMemory) -> Answer {
+        let rc = snp_req_certs(run);
+        let (gpa, given) = (rc.gpa, rc.npages);
+        // KVM wrote nothing at `gpa` for this exit: an answer of 0 without
+        // certificates must put the empty table there itself.
+        let empty_table = |mem: &mut dyn GuestMemory| {
+            if given != 0 && gpa % PAGE_SIZE == 0 {
+                let _ = mem.write(gpa, &EMPTY_TABLE); // best effort, as for the series
+            }
+        };
+        let placed = match self.source.acquire() {
+            Ok(blob) => place(blob, gpa, given, mem),
+            Err(SourceError::Busy) => {
+                rc.ret = SNP_RET_EAGAIN;
+                return Answer::Busy;
+            }
+            Err(SourceError::Unavailable(reason)) => {
+                self.host_faults = self.host_faults.saturating_add(1);
+                if self.policy == FaultPolicy::EmptyTable {
+                    empty_table(mem);
+                }
+                let answer = Answer::HostFault {
+                    reason,
+                    policy: self.policy,
+                };
+                rc.ret = answer.snp_ret();
+                return answer;
+            }
+        };
+        self.holding = true;
+        let answer = match placed {
+            Placed::Written(len) => Answer::Certificates {
+                len,
+                notify_done: self.notify_done,
+            },
+            Placed::Empty => {
+                empty_table(mem);
+                Answer::NoCertificates
+            }
+            Placed::TooSmall(needed) => {
+                rc.npages = needed;
+                Answer::TooSmall { needed, given }
+            }
+            Placed::Bad(reason) => Answer::BadBuffer { reason },
+        };
+        rc.ret = answer.snp_ret();
+        if let Answer::Certificates { notify_done, .. } = answer {
+            if notify_done {
+                run.immediate_exit = 1;
+                self.armed_immediate_exit = true;
+            }
+        } else {
+            self.release();
+        }
+        answer
     }
 
     /// Answers a new PENDING request. Writes `ret` and `flags` (and

@@ -14,6 +14,12 @@
 //!    the lock is never held when KVM has no pending request, the handler
 //!    has a request pending exactly when KVM has, and KVM never refuses an
 //!    answer of the handler.
+//! 3. The same against a simulated mainline 7.0 KVM (`KVM_EXIT_SNP_REQ_CERTS`,
+//!    `Abi::SnpReqCerts`): firmware calls with certificates under the lock,
+//!    `ret` only 0/ENOSPC/EAGAIN, ENOSPC only with a larger page count, no
+//!    lock while KVM has no pending request except after a failure that may
+//!    have come after KVM acted (the handler keeps it then, by design), and
+//!    KVM never refuses an answer.
 
 mod common;
 
@@ -223,6 +229,75 @@ proptest! {
         let c = call(&mut h, &mut kvm.run, &mut kvm.mem, r, (policy, notify), &mut pending);
         prop_assert!(c.is_ok(), "{}", c.unwrap_err());
         prop_assert_eq!(h.has_request(), kvm.has_pending());
+        for fw in &kvm.firmware_calls {
+            prop_assert!(fw.lock_held || !fw.certs, "firmware got certificates without the lock");
+        }
+        prop_assert_eq!(kvm.refused, 0, "KVM refused an answer of the handler");
+        h.release();
+        prop_assert!(!h.source().held);
+    }
+
+    #[test]
+    fn lock_rule_holds_against_a_simulated_7_0_kvm(
+        data_len in data_len_strategy(),
+        notify in any::<bool>(),
+        policy in policy_strategy(),
+        first in (0u64..MEM_PAGES + 2, 0u64..5),
+        ops in prop::collection::vec((
+            prop_oneof![
+                4 => Just(Inject::None),
+                1 => Just(Inject::FailBefore(Errno::EINVAL)),
+                2 => Just(Inject::InitWaitSignal),
+                1 => Just(Inject::FailAfter(Errno::EIO)),
+            ],
+            prop_oneof![
+                1 => Just(None),
+                3 => (0u64..MEM_PAGES + 2, 0u64..5).prop_map(Some),
+            ],
+            mode_strategy(),
+            any::<bool>(),
+        ), 1..16),
+    ) {
+        let mut h = ReqCertsHandler::new(Mock::new(table(data_len)))
+            .abi(Abi::SnpReqCerts)
+            .notify_done(notify)
+            .fault_policy(policy);
+        let mut kvm = FakeKvm7::new(memory());
+        let mut r = kvm.request(BASE + first.0 * PAGE, first.1);
+        // Whether the last failure may have come after KVM acted.
+        let mut failed_after = false;
+        for (inject, next, mode, vmm_clears_ie) in ops {
+            h.source_mut().mode = mode;
+            let new_request = r.is_ok() && kvm.run.exit_reason == EXIT_SNP_REQ_CERTS;
+            let guest_npages = snp_fields(&kvm.run).1;
+            let step = h.after_run(&mut kvm.run, r, &mut kvm.mem);
+            prop_assert!(step.is_ok(), "{step:?}");
+            // A failure after KVM acted looks like one before it: the handler
+            // keeps the request (and lock) until a return that settles it.
+            if !matches!(step, Ok(Step::StillPending { .. })) {
+                failed_after = false;
+            }
+            let (_, npages, ret) = snp_fields(&kvm.run);
+            if new_request {
+                prop_assert!(matches!(ret, SNP_OK | ENOSPC | EAGAIN), "ret {ret}");
+                prop_assert!(ret != ENOSPC || npages > guest_npages);
+            }
+            if !failed_after {
+                prop_assert!(!h.is_holding() || kvm.has_pending());
+                prop_assert_eq!(h.has_request(), kvm.has_pending());
+            }
+            if vmm_clears_ie && !h.is_holding() {
+                kvm.run.immediate_exit = 0;
+            }
+            let next = match next {
+                None => Guest::Halt,
+                Some((page, npages)) => Guest::Request { gpa: BASE + page * PAGE, npages },
+            };
+            let had = kvm.has_pending();
+            r = kvm.kvm_run(inject, h.source().held, next);
+            failed_after |= had && matches!(inject, Inject::FailAfter(_));
+        }
+        prop_assert!(h.after_run(&mut kvm.run, r, &mut kvm.mem).is_ok());
         for fw in &kvm.firmware_calls {
             prop_assert!(fw.lock_held || !fw.certs, "firmware got certificates without the lock");
         }

@@ -631,3 +631,147 @@ pub fn check_after_run(c: &Call<'_>) -> Result<bool, String> {
     }
     Ok(pending_after)
 }
+
+// ---------------------------------------------------------------------------
+// Mainline Linux 7.0: KVM_EXIT_SNP_REQ_CERTS. The numbers from 7.0's
+// include/uapi/linux/kvm.h, arch/x86/include/uapi/asm/kvm.h and api.rst,
+// written out here rather than taken from the crate.
+
+pub const EXIT_SNP_REQ_CERTS: u32 = 43;
+/// `ret` values (positive errnos, x86 Linux numbering).
+pub const SNP_OK: u64 = 0;
+pub const ENOSPC: u64 = 28;
+pub const EAGAIN: u64 = 11;
+pub const EIO: u64 = 5;
+/// What the guest sees in SW_EXITINFO2 bits 63:32 for each (api.rst's table):
+/// ENOSPC 0x0000000100000000, EAGAIN 0x0000000200000000, EIO 0xffffffff00000000.
+pub const GUEST_INVALID_LEN: u32 = 1;
+pub const GUEST_BUSY: u32 = 2;
+pub const GUEST_GENERIC_7_0: u32 = 0xffff_ffff;
+pub const GRP_SEV: u32 = 1;
+pub const ATTR_SNP_REQ_CERTS: u64 = 2;
+pub const SEV_SNP_ENABLE_REQ_CERTS: u32 = 103;
+
+/// `{gpa, npages, ret}` of `kvm_run.snp_req_certs` (at the union, offset 32).
+pub fn snp_fields(run: &kvm_run) -> (u64, u64, u64) {
+    // SAFETY: reading 24 bytes at the start of the 256-byte exit union, which
+    // holds only plain data; read_unaligned needs no alignment.
+    let p = std::ptr::addr_of!(run.__bindgen_anon_1).cast::<[u64; 3]>();
+    let v = unsafe { p.read_unaligned() };
+    (v[0], v[1], v[2])
+}
+
+fn set_snp_fields(run: &mut kvm_run, gpa: u64, npages: u64, ret: u64) {
+    let p = std::ptr::addr_of_mut!(run.__bindgen_anon_1).cast::<[u64; 3]>();
+    // SAFETY: as in snp_fields.
+    unsafe { p.write_unaligned([gpa, npages, ret]) };
+}
+
+/// KVM 7.0 as its api.rst and `kvm_arch_vcpu_ioctl_run()` describe it, for
+/// one vCPU: on the next `KVM_RUN` after the exit, KVM first fails on an INIT
+/// wait (signal: `EINTR`, `exit_reason` = `KVM_EXIT_INTR`) or invalid
+/// registers (`EINVAL`), without looking at the answer; otherwise it takes the
+/// pending completion (once), acts on `ret` (0: the firmware call; ENOSPC:
+/// RBX = `npages`; EAGAIN; EIO; anything else: `EINVAL`, the request dropped),
+/// then returns `EINTR` if `immediate_exit` is set (leaving `exit_reason`
+/// alone), else runs the guest. KVM writes nothing at `gpa` before the exit.
+pub struct FakeKvm7 {
+    pub run: kvm_run,
+    pub mem: RecordingMemory,
+    /// A request whose completion KVM has not run: the guest's `npages`.
+    pending: Option<u64>,
+    pub firmware_calls: Vec<FirmwareCall>,
+    pub guest_results: Vec<GuestResult>,
+    /// Answers refused with `-EINVAL` (the request is then gone).
+    pub refused: u32,
+}
+
+impl FakeKvm7 {
+    pub fn new(mem: RecordingMemory) -> FakeKvm7 {
+        FakeKvm7 {
+            run: kvm_run::default(),
+            mem,
+            pending: None,
+            firmware_calls: Vec::new(),
+            guest_results: Vec::new(),
+            refused: 0,
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The guest sends a request: the exit. (KVM exits only for an aligned RAX.)
+    pub fn request(&mut self, gpa: u64, npages: u64) -> Result<(), Errno> {
+        assert_eq!(gpa % PAGE, 0, "KVM exits only for a page-aligned RAX");
+        self.run.exit_reason = EXIT_SNP_REQ_CERTS;
+        set_snp_fields(&mut self.run, gpa, npages, 0);
+        self.pending = Some(npages);
+        Ok(())
+    }
+
+    /// The next `KVM_RUN` (`lock_held`: whether the VMM holds the lock).
+    /// `Inject::ImmediateExit` is not used here: `immediate_exit` is read
+    /// from `run`, where the handler (or a test) sets it.
+    pub fn kvm_run(&mut self, inject: Inject, lock_held: bool, next: Guest) -> Result<(), Errno> {
+        match inject {
+            Inject::InitWaitSignal => {
+                self.run.exit_reason = EXIT_INTR;
+                return Err(Errno::EINTR);
+            }
+            Inject::FailBefore(e) => return Err(e),
+            _ => {}
+        }
+        if let Some(guest_npages) = self.pending.take() {
+            let (gpa, npages, ret) = snp_fields(&self.run);
+            let result = match ret {
+                SNP_OK => {
+                    let certs = guest_npages != 0
+                        && self
+                            .mem
+                            .inner
+                            .read(gpa, 24)
+                            .is_some_and(|t| t.iter().any(|&b| b != 0));
+                    self.firmware_calls.push(FirmwareCall { lock_held, certs });
+                    GuestResult {
+                        vmm_error: 0,
+                        rbx: guest_npages,
+                    }
+                }
+                ENOSPC => GuestResult {
+                    vmm_error: GUEST_INVALID_LEN,
+                    rbx: npages,
+                },
+                EAGAIN => GuestResult {
+                    vmm_error: GUEST_BUSY,
+                    rbx: guest_npages,
+                },
+                EIO => GuestResult {
+                    vmm_error: GUEST_GENERIC_7_0,
+                    rbx: guest_npages,
+                },
+                _ => {
+                    self.refused += 1;
+                    return Err(Errno::EINVAL);
+                }
+            };
+            self.guest_results.push(result);
+            if let Inject::FailAfter(e) = inject {
+                return Err(e);
+            }
+        } else if let Inject::FailAfter(e) = inject {
+            return Err(e);
+        }
+        if self.run.immediate_exit != 0 {
+            return Err(Errno::EINTR);
+        }
+        match next {
+            Guest::Halt => {
+                self.run.exit_reason = EXIT_HLT;
+                Ok(())
+            }
+            Guest::Request { gpa, npages } => self.request(gpa, npages),
+        }
+    }
+}
