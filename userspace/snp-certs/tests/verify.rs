@@ -781,3 +781,44 @@ fn build_and_install_refuse_a_chain_that_does_not_verify() {
     let o = run(&["hold", "--no-verify", s(&certs), "--", "true"]);
     assert_eq!(o.status.code(), Some(2), "--no-verify without --install");
 }
+
+// ---------------------------------------------------------------- hostile input
+
+use proptest::prelude::*;
+
+fn milan_blob() -> Vec<u8> {
+    table(&[
+        (CertKind::Ark, amd("milan-ark.pem")),
+        (CertKind::Ask, amd("milan-ask.pem")),
+        (CertKind::Vcek, amd("vcek-milan.der")),
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any one corrupted byte of a verified blob (table header, any field of
+    /// any certificate, signed or not) is caught, and never panics.
+    #[test]
+    fn any_corrupted_byte_of_a_good_chain_is_caught(pos in any::<prop::sample::Index>(), x in 1u8..=255) {
+        let mut b = milan_blob();
+        let at = Duration::from_secs(1_767_225_600); // 2026-01-01T00:00:00Z
+        let i = pos.index(b.len());
+        b[i] ^= x;
+        if let Ok(r) = verify_table(&b, at) {
+            prop_assert!(!r.verified(), "byte {i} ^ {x:#x} still verifies");
+        }
+    }
+
+    /// Arbitrary bytes in the certificate entries never panic.
+    #[test]
+    fn arbitrary_certificates_never_panic(
+        ark in prop::collection::vec(any::<u8>(), 1..600),
+        ask in prop::collection::vec(any::<u8>(), 1..600),
+        leaf in prop::collection::vec(any::<u8>(), 1..600),
+    ) {
+        let b = table(&[(CertKind::Ark, ark), (CertKind::Ask, ask), (CertKind::Vcek, leaf)]);
+        let r = verify_table(&b, Duration::from_secs(1_700_000_000)).unwrap();
+        prop_assert!(!r.verified());
+    }
+}
