@@ -1,14 +1,19 @@
 //! `snp-certs`: the VMM side of the SEV-SNP certificate exit (KVM_EXIT_VMGEXIT,
-//! `KVM_USER_VMGEXIT_REQ_CERTS`).
+//! `KVM_USER_VMGEXIT_REQ_CERTS` on our series; `KVM_EXIT_SNP_REQ_CERTS` on
+//! mainline 7.0).
 //!
 //! * [`table`]: GHCB certificate tables: a builder and a parser that checks
 //!   everything and never panics.
 //! * [`store`]: the certificate blob file: OFD-locked readers with an inode
 //!   re-check, atomic locked updates, and [`store::BlobServer`], the cached reader
 //!   a VMM uses per vCPU.
-//! * [`vmgexit`]: the exit handler over the bindgen-generated `kvm_run`.
+//! * [`vmgexit`]: the exit handler over the bindgen-generated `kvm_run`, for
+//!   both kernel interfaces ([`vmgexit::Abi`]).
 //! * [`kvm`]: those bindings, generated from the series' patched
-//!   `include/uapi/linux/kvm.h` by `scripts/regen-bindings.sh`.
+//!   `include/uapi/linux/kvm.h` by `scripts/regen-bindings.sh`; [`kvm7`]: 7.0's
+//!   certificate-exit definitions, by `scripts/regen-bindings-7.0.sh`.
+//! * [`verify`]: X.509 chain verification of a table (ARK, ASK/ASVK,
+//!   VCEK/VLEK) and AMD's VCEK extensions.
 //! * [`pem`]: PEM/DER certificate input for the CLI.
 //! * [`watch`]: the process-wide inotify instance the `BlobServer`s share.
 

@@ -14,6 +14,15 @@
 //!   when KVM has no pending request, the handler must have a request pending
 //!   exactly when KVM has, and KVM must never refuse an answer.
 //!
+//! * raw 7.0 and model 7.0 (kind 2 and 3): the same for mainline 7.0's
+//!   `KVM_EXIT_SNP_REQ_CERTS` (`Abi::SnpReqCerts`, `common::FakeKvm7`): raw
+//!   returns must never panic, and a new request gets only `ret` 0, ENOSPC
+//!   (with a larger page count) or EAGAIN and no write beyond `npages`
+//!   pages; the model must see every firmware call that gets certificates
+//!   under the lock, a lock only while KVM has a request (or after a failure
+//!   that may have come after KVM acted, which the handler errs on holding
+//!   through), and no refused answer.
+//!
 //! Any broken rule or panic is a crash.
 #![no_main]
 
@@ -124,6 +133,10 @@ fuzz_target!(|data: &[u8]| {
         .fault_policy(policy);
     let mem = RecordingMemory::new(base, (MEM_PAGES * PAGE) as usize, 0x5a);
 
+    if ctl[0] % 4 >= 2 {
+        snp_7_0(h.abi(Abi::SnpReqCerts), mem, ctl[0] % 4 == 3, base, steps);
+        return;
+    }
     if ctl[0] & 1 == 0 {
         // raw: [result][mode][64 bytes of kvm_run] per return of KVM_RUN
         let mut mem = mem;
@@ -193,3 +206,91 @@ fuzz_target!(|data: &[u8]| {
     h.release();
     assert!(!h.source().held);
 });
+
+/// Kinds 2 (raw) and 3 (model): mainline 7.0's `KVM_EXIT_SNP_REQ_CERTS`.
+fn snp_7_0(
+    mut h: ReqCertsHandler<Mock>,
+    mem: RecordingMemory,
+    model: bool,
+    base: u64,
+    steps: &[u8],
+) {
+    if !model {
+        // [result][mode][64 bytes of kvm_run] per return of KVM_RUN
+        let mut mem = mem;
+        for chunk in steps.chunks(66).take(6) {
+            let [r, m, run_bytes @ ..] = chunk else {
+                break;
+            };
+            let mut run = load_run(run_bytes);
+            h.source_mut().mode = mode(*m);
+            let new_request = result(*r).is_ok() && run.exit_reason == EXIT_SNP_REQ_CERTS;
+            let (gpa, given, ret0) = snp_fields(&run);
+            mem.writes.clear();
+            let step = h.after_run(&mut run, result(*r), &mut mem);
+            let (_, npages, ret) = snp_fields(&run);
+            if new_request && ret0 == 0 {
+                assert!(matches!(step, Ok(Step::Answered(_))), "{step:?}");
+                assert!(matches!(ret, SNP_OK | ENOSPC | EAGAIN), "ret {ret}");
+                assert!(ret != ENOSPC || npages > given, "ENOSPC without more pages");
+                let room = given.saturating_mul(PAGE);
+                for w in &mem.writes {
+                    assert!(
+                        w.gpa >= gpa && w.gpa - gpa + w.len as u64 <= room,
+                        "write {w:?} past npages"
+                    );
+                }
+            }
+        }
+    } else {
+        // [inject][guest page][guest npages][mode] per KVM_RUN
+        let mut kvm = FakeKvm7::new(mem);
+        let mut r = kvm.request(base, 1);
+        let mut unsure = false;
+        for chunk in steps.chunks(4).take(24) {
+            let &[inject, page, npages, m] = chunk else {
+                break;
+            };
+            h.source_mut().mode = mode(m);
+            let step = h.after_run(&mut kvm.run, r, &mut kvm.mem);
+            assert!(step.is_ok(), "{step:?}");
+            if !matches!(step, Ok(Step::StillPending { .. })) {
+                unsure = false;
+            }
+            if !unsure {
+                assert!(
+                    !h.is_holding() || kvm.has_pending(),
+                    "lock held without a request"
+                );
+                assert_eq!(h.has_request(), kvm.has_pending(), "pending request");
+            }
+            let inject = match inject % 5 {
+                1 => Inject::FailBefore(Errno::EINVAL),
+                2 => Inject::InitWaitSignal,
+                3 => Inject::FailAfter(Errno::EIO),
+                _ => Inject::None,
+            };
+            let next = if page == 0 {
+                Guest::Halt
+            } else {
+                Guest::Request {
+                    gpa: base + u64::from(page % 10) * PAGE,
+                    npages: u64::from(npages % 6),
+                }
+            };
+            let had = kvm.has_pending();
+            r = kvm.kvm_run(inject, h.source().held, next);
+            unsure |= had && matches!(inject, Inject::FailAfter(_));
+        }
+        assert!(h.after_run(&mut kvm.run, r, &mut kvm.mem).is_ok());
+        for fw in &kvm.firmware_calls {
+            assert!(
+                fw.lock_held || !fw.certs,
+                "firmware got certificates without the lock"
+            );
+        }
+        assert_eq!(kvm.refused, 0, "KVM refused an answer of the handler");
+    }
+    h.release();
+    assert!(!h.source().held);
+}
