@@ -511,7 +511,7 @@ fn install_in_place() {
     std::fs::write(&f1, &b1).unwrap();
     std::fs::write(&f2, &b2).unwrap();
     // Missing PATH: refused with a reason, nothing created.
-    let o = run(&["install", "--in-place", s(&f1), s(&p)]);
+    let o = run(&["install", "--in-place", "--no-verify", s(&f1), s(&p)]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -519,17 +519,33 @@ fn install_in_place() {
         "{err}"
     );
     assert!(!p.exists());
-    let o = run(&["install", s(&f1), s(&p)]);
+    let o = run(&["install", "--no-verify", s(&f1), s(&p)]);
     assert!(o.status.success());
     let ino = std::fs::metadata(&p).unwrap().ino();
-    let o = run(&["install", "--in-place", "--timeout", "1", s(&f2), s(&p)]);
+    let o = run(&[
+        "install",
+        "--in-place",
+        "--no-verify",
+        "--timeout",
+        "1",
+        s(&f2),
+        s(&p),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("(in place)"));
     assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
     assert_eq!(std::fs::read(&p).unwrap(), b2);
     // Busy lock: exit 1, file unchanged.
     let held = snp_certs::store::open_locked(&p, snp_certs::store::LockKind::Shared, None).unwrap();
-    let o = run(&["install", "--in-place", "--timeout", "0", s(&f1), s(&p)]);
+    let o = run(&[
+        "install",
+        "--in-place",
+        "--no-verify",
+        "--timeout",
+        "0",
+        s(&f1),
+        s(&p),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("lock busy"));
     drop(held);

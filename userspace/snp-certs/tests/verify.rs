@@ -822,3 +822,59 @@ proptest! {
         prop_assert!(!r.verified());
     }
 }
+
+/// `build --dir` (AMD KDS and snphost layouts) and VCEK-only input go through
+/// the same chain check.
+#[test]
+fn build_dir_and_vcek_only_are_verified() {
+    let c = ca();
+    let d = c.dir.join("dir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/amd");
+    let out = d.join("out.bin");
+    // KDS: cert_chain (ASK then ARK in one PEM) and the VCEK.
+    let kds = d.join("kds");
+    std::fs::create_dir_all(&kds).unwrap();
+    let chain_pem = [
+        std::fs::read_to_string(data.join("milan-ask.pem")).unwrap(),
+        std::fs::read_to_string(data.join("milan-ark.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(kds.join("cert_chain.pem"), chain_pem).unwrap();
+    std::fs::copy(data.join("vcek-milan.der"), kds.join("vcek.der")).unwrap();
+    let o = run(&["build", "--dir", s(&kds), "-o", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        run(&["verify", "--at", "2026-01-01T00:00:00Z", s(&out)])
+            .status
+            .code(),
+        Some(0)
+    );
+    // The same directory with Turin's VCEK: refused, nothing written.
+    std::fs::remove_file(&out).unwrap();
+    std::fs::copy(data.join("vcek-turin.der"), kds.join("vcek.der")).unwrap();
+    let o = run(&["build", "--dir", s(&kds), "-o", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("VCEK: signed by the ASK"));
+    assert!(!out.exists());
+    // snphost layout with the chain made here.
+    let sh = d.join("snphost");
+    std::fs::create_dir_all(&sh).unwrap();
+    for (from, to) in [("ark", "ark.pem"), ("ask", "ask.pem"), ("vcek", "vcek.pem")] {
+        std::fs::copy(c.path(from), sh.join(to)).unwrap();
+    }
+    let o = run(&["build", "--dir", s(&sh), "-o", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // VCEK only: no ARK to anchor it, refused unless --no-verify.
+    std::fs::remove_file(&out).unwrap();
+    let v = c.path("vcek");
+    let o = run(&["build", "--vcek", s(&v), "-o", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("no ARK entry") && e.contains("--no-verify"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    let o = run(&["build", "--vcek", s(&v), "--no-verify", "-o", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
