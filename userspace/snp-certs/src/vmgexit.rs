@@ -68,6 +68,7 @@
 //! # let mut run = snp_certs::kvm::kvm_run::default();
 //! # let mut guest = FlatMemory::new(0, 4096);
 //! let mut certs = ReqCertsHandler::new(BlobServer::new("/var/lib/snp/certs".as_ref())?);
+//! // On a mainline 7.0 kernel: `.abi(Abi::SnpReqCerts)`; the loop is the same.
 //! loop {
 //!     let result = kvm_run_ioctl(); // ioctl(vcpu_fd, KVM_RUN, 0), errno on failure
 //!     match certs.after_run(&mut run, result, &mut guest) {
