@@ -19,8 +19,10 @@ xzcat "$DEBIAN_CONFIG" > "$out/debian.config"
 start=$(date +%s)
 log "building Debian packages of the series ($(git -C "$BUILD/src" log -1 --format=%s)) in $out/obj; log: $out/build.log"
 # bindeb-pkg writes the packages next to the build directory, into $out.
+# LOCALVERSION= keeps the "+" of an untagged git tree out of the release.
 BASE_CONFIG=$out/debian.config "$TOP/scripts/build.sh" "$BUILD/src" "$out/obj" \
-	"$TOP/configs/distro.config" "$TOP/configs/host.config" -- bindeb-pkg > "$out/build.log" 2>&1 ||
+	"$TOP/configs/distro.config" "$TOP/configs/host.config" -- LOCALVERSION= bindeb-pkg \
+	> "$out/build.log" 2>&1 ||
 	{ tail -40 "$out/build.log"; die "bindeb-pkg failed (log: $out/build.log)"; }
 log "built in $(( ($(date +%s) - start) / 60 )) min:"
 ls -1 "$out"/*.deb

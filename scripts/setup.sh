@@ -11,7 +11,7 @@ APT_PACKAGES=(
 	qemu-system-x86 busybox-static python3-sphinx python3-sphinx-rtd-theme
 	python3-yaml python3-ply python3-git build-essential flex bison bc libelf-dev libssl-dev cpio kmod
 	dwarves rsync xz-utils git
-	linux-config-6.12
+	linux-config-6.12 debhelper
 )
 
 missing=()
