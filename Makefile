@@ -3,7 +3,7 @@
 #   make        set up, expand the series, build the patched kernel, boot it
 #               and show the feature's test results
 #   make check  every test and check of the series, the kernel and userspace
-.PHONY: all check setup expand export clean
+.PHONY: all check setup expand export host-kernel clean
 
 all:
 	@scripts/main.sh
@@ -21,6 +21,10 @@ expand: setup
 # work/linux -> patches/
 export:
 	@scripts/export.sh
+
+# Debian packages of base + series from Debian's config (hours; not in CI)
+host-kernel: expand
+	@scripts/host-kernel.sh
 
 clean:
 	rm -rf build

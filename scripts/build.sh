@@ -3,6 +3,8 @@
 # build.sh SRC OUT FRAGMENT... [-- MAKE_ARGS...]
 # Configure OUT as tinyconfig + the fragments, check that every option the
 # fragments set (and SRC defines) took effect, then build incrementally.
+# With BASE_CONFIG=FILE in the environment, FILE (a distribution's config)
+# takes tinyconfig's place.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -15,7 +17,11 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(bzImage)
 
 mkdir -p "$out"
-"${KMAKE[@]}" -s -C "$src" O="$out" tinyconfig >/dev/null
+if [ -n "${BASE_CONFIG:-}" ]; then
+	cp "$BASE_CONFIG" "$out/.config"
+else
+	"${KMAKE[@]}" -s -C "$src" O="$out" tinyconfig >/dev/null
+fi
 "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" "${fragments[@]}" >/dev/null
 "${KMAKE[@]}" -s -C "$src" O="$out" olddefconfig
 

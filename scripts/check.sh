@@ -66,51 +66,116 @@ checkpatch() {
 # Warnings of a build log, without line numbers, for comparison with the base.
 warnings() { { grep -E 'warning:' "$1" || true; } | sed -E 's/:[0-9]+:[0-9]+:/:/; s/\+0x[0-9a-f]+//' | sort -u; }
 
+# Build results are cached in build/cache/KEY/ (build_key in common.sh: the
+# source tree at that commit, the config fragments, the toolchain and the
+# build scripts): "warnings" holds the distinct warnings the build printed,
+# and the directory exists only if the build succeeded. A build tree OUT
+# that holds the output of the build KEY has OUT.key = KEY.
+CACHE=$BUILD/cache
+cached() { [ -f "$CACHE/$1/warnings" ]; }
+holds() { [ "$(cat "$1.key" 2>/dev/null)" = "$2" ]; }
+
+# build_rev WHAT REV KEY LOG: check REV out and build the test kernel in
+# build/test, then cache the result under KEY.
+build_rev() {
+	src_at "$2"
+	build_logged "$1" "$4" "$BUILD/test" "${TEST_CONFIG[@]}"
+	mkdir -p "$CACHE/$3"
+	warnings "$4" > "$CACHE/$3/warnings"
+	echo "$3" > "$BUILD/test.key"
+}
+
+# new_warnings KEY: the warnings of build KEY that the base does not have.
+new_warnings() { comm -23 "$CACHE/$1/warnings" "$BUILD/warnings-base"; }
+
 # Build the test kernel at the base and after each patch (incrementally):
 # every patch must build on its own and add no compiler warning. Along the
 # way keep what later stages compare against: the base kernel, selftests,
-# headers and documentation warnings.
+# headers and documentation warnings. A build whose key is cached is not
+# repeated (its warnings are checked again); build/src is moved only for a
+# build that runs, because every file a checkout rewrites is rebuilt later.
 walk() {
-	local rev n=0 changed log
-	src_at base
-	log=$BUILD/logs/build-base.log
-	build_logged "the base" "$log" "$BUILD/test" "${TEST_CONFIG[@]}"
+	local rev n=0 changed log key skey dkey kernel_rev=base kernel_key
+	key=$(build_key base "${TEST_CONFIG[@]}")
+	if cached "$key" && [ -f "$BUILD/bzImage-base" ] && holds "$BUILD/bzImage-base" "$key"; then
+		echo "base: reused build $key (warnings, bzImage-base)"
+	else
+		log=$BUILD/logs/build-base.log
+		build_rev "the base" base "$key" "$log"
+		cp "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/bzImage-base"
+		echo "$key" > "$BUILD/bzImage-base.key"
+	fi
 	touch "$BUILD/warnings-base"
 	# An incremental base build shows only some of the base's warnings, so
 	# keep those of earlier runs as well.
-	warnings "$log" | sort -u - "$BUILD/warnings-base" > "$BUILD/warnings-base.new"
+	sort -u "$CACHE/$key/warnings" "$BUILD/warnings-base" > "$BUILD/warnings-base.new"
 	mv "$BUILD/warnings-base.new" "$BUILD/warnings-base"
-	cp "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/bzImage-base"
-	"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests-base" $(tests_of selftests base) \
-		> "$BUILD/logs/selftests-base.log" 2>&1 || die "base selftests do not build"
+	kernel_key=$key
+	skey=$(build_key base "$TOP/scripts/selftests.sh" "$TOP/tests/selftests.list" <(gcc --version))
+	if [ -d "$BUILD/selftests-base" ] && holds "$BUILD/selftests-base" "$skey"; then
+		echo "base selftests: reused build $skey"
+	else
+		src_at base
+		rm -f "$BUILD/selftests-base.key"
+		"$TOP/scripts/selftests.sh" "$BUILD/src" "$BUILD/selftests-base" $(tests_of selftests base) \
+			> "$BUILD/logs/selftests-base.log" 2>&1 || die "base selftests do not build"
+		echo "$skey" > "$BUILD/selftests-base.key"
+	fi
 	docs base
 	echo "base: built ($(wc -l < "$BUILD/warnings-base") distinct warnings known in the base itself)"
 	for rev in $(git -C "$WORK" rev-list --reverse base..series); do
 		n=$((n + 1))
-		src_at "$rev"
 		changed=$(git -C "$WORK" diff-tree --no-commit-id --name-only -r "$rev")
 		if ! grep -qvE '^(Documentation|tools)/|^MAINTAINERS$' <<<"$changed"; then
 			echo "patch $n: touches only Documentation/, tools/ or MAINTAINERS: no kernel rebuild"
 			continue
 		fi
-		log=$BUILD/logs/build-$n.log
-		build_logged "patch $n ($(git -C "$WORK" log -1 --format=%s "$rev"))" "$log" \
-			"$BUILD/test" "${TEST_CONFIG[@]}"
-		if new=$(warnings "$log" | comm -23 - "$BUILD/warnings-base") && [ -n "$new" ]; then
-			echo "$new"
-			die "patch $n adds build warnings (log: $log)"
+		key=$(build_key "$rev" "${TEST_CONFIG[@]}")
+		kernel_rev=$rev kernel_key=$key
+		if cached "$key"; then
+			what="reused build $key"
+		else
+			what="built"
+			build_rev "patch $n ($(git -C "$WORK" log -1 --format=%s "$rev"))" "$rev" "$key" \
+				"$BUILD/logs/build-$n.log"
 		fi
-		echo "patch $n: builds, no new warning: $(git -C "$WORK" log -1 --format=%s "$rev")"
+		if new=$(new_warnings "$key") && [ -n "$new" ]; then
+			echo "$new"
+			die "patch $n adds build warnings (log: $BUILD/logs/build-$n.log)"
+		fi
+		echo "patch $n: $what, no new warning: $(git -C "$WORK" log -1 --format=%s "$rev")"
 	done
+	# Later stages use build/src at the tip of the series and build/test
+	# holding the series kernel (the last patch that touches the kernel).
+	src_at series
+	if holds "$BUILD/test" "$kernel_key"; then
+		echo "series kernel: build/test holds build $kernel_key, reused"
+	else
+		build_rev "the series kernel" series "$kernel_key" "$BUILD/logs/build-series.log"
+		if new=$(new_warnings "$kernel_key") && [ -n "$new" ]; then
+			echo "$new"
+			die "the series adds build warnings (log: $BUILD/logs/build-series.log)"
+		fi
+		echo "series kernel: built in build/test, no new warning"
+	fi
 	docs series
 }
 
-# htmldocs of Documentation/virt: the series may add no warning.
+# htmldocs of Documentation/virt: the series may add no warning. The
+# warnings of a tree are cached by its key (sphinx version included).
 docs() {
-	local log=$BUILD/logs/docs-$1.log
-	"${KMAKE[@]}" -C "$BUILD/src" O="$BUILD/docs" SPHINXDIRS=virt htmldocs > "$log" 2>&1 ||
-		{ tail -20 "$log"; die "htmldocs failed at $1 (log: $log)"; }
-	grep -E 'WARNING|ERROR' "$log" | sed -E "s|$BUILD/src/||; s/:[0-9]+:/:/" | sort > "$BUILD/logs/docs-warnings-$1" || true
+	local log=$BUILD/logs/docs-$1.log key
+	key=docs-$(build_key "$1" <(sphinx-build --version) <(declare -f docs))
+	if cached "$key"; then
+		echo "htmldocs ($1): reused result $key"
+	else
+		src_at "$1"
+		"${KMAKE[@]}" -C "$BUILD/src" O="$BUILD/docs" SPHINXDIRS=virt htmldocs > "$log" 2>&1 ||
+			{ tail -20 "$log"; die "htmldocs failed at $1 (log: $log)"; }
+		mkdir -p "$CACHE/$key"
+		{ grep -E 'WARNING|ERROR' "$log" || true; } | sed -E "s|$BUILD/src/||; s/:[0-9]+:/:/" | sort > "$CACHE/$key/warnings"
+	fi
+	cp "$CACHE/$key/warnings" "$BUILD/logs/docs-warnings-$1"
 	if [ "$1" = series ]; then
 		if new=$(comm -13 "$BUILD/logs/docs-warnings-base" "$BUILD/logs/docs-warnings-series") && [ -n "$new" ]; then
 			echo "$new"
@@ -137,9 +202,9 @@ module_clippy() {
 # No guest or VMM input may reach a panic: the Rust objects may not
 # reference one (core::panicking, bounds checks, unwrap/expect failures).
 PANIC_SYMBOLS='panic|unwrap_failed|expect_failed|slice_.*fail|str_index|overflow'
-no_panic() {
+no_panic_in() {
 	local obj undef
-	for obj in "$BUILD/test/arch/x86/kvm/svm/sev_rs.o" "$BUILD/module/arch/x86/kvm/svm/sev_rs.o"; do
+	for obj in "$@"; do
 		[ -f "$obj" ] || die "$obj was not built"
 		undef=$(llvm-nm -u "$obj")
 		# Raw (mangled) and demangled names, so either spelling matches.
@@ -148,6 +213,60 @@ no_panic() {
 		fi
 		echo "${obj#"$BUILD"/}: no panic path; calls only $(awk '{print $2}' <<<"$undef" | xargs)"
 	done
+}
+no_panic() {
+	no_panic_in "$BUILD/test/arch/x86/kvm/svm/sev_rs.o" "$BUILD/module/arch/x86/kvm/svm/sev_rs.o"
+}
+
+# Debian's amd64 config of the base version with configs/distro.config
+# (LLVM, Rust, the series' option). For CI, every module but the KVM/SEV
+# stack (which distro.config turns on again) is dropped, and only what the
+# series' KVM code needs is built: prepare (the Rust crates among it) and
+# arch/x86/kvm/.
+DEBIAN_CONFIG=/usr/src/linux-config-6.12/config.amd64_none_amd64.xz
+# distro_build WHAT SRC OUT LOG KEY: build SRC into OUT, cache the warnings
+# (source paths removed) under KEY.
+distro_build() {
+	BASE_CONFIG=$BUILD/distro-ci.config "$TOP/scripts/build.sh" "$2" "$3" \
+		"$TOP/configs/distro.config" -- prepare arch/x86/kvm/ > "$4" 2>&1 ||
+		{ tail -40 "$4"; die "$1 does not build with the distro config (log: $4)"; }
+	mkdir -p "$CACHE/$5"
+	warnings "$4" | sed "s|$2/||g" | sort -u > "$CACHE/$5/warnings"
+	echo "$5" > "$3.key"
+}
+distro() {
+	local bkey skey new
+	xzcat "$DEBIAN_CONFIG" | sed -E 's/^(CONFIG_[A-Za-z0-9_]+)=m$/# \1 is not set/' > "$BUILD/distro-ci.config"
+	bkey=distro-$(build_key base "$BUILD/distro-ci.config" "$TOP/configs/distro.config")
+	skey=distro-$(build_key series "$BUILD/distro-ci.config" "$TOP/configs/distro.config")
+	if cached "$bkey"; then
+		echo "distro config, base: reused result $bkey"
+	else
+		# From the pristine base tree (build/base), so that build/src
+		# stays at the series and nothing of it is rebuilt.
+		distro_build "the base" "$BASE_DIR" "$BUILD/distro-base" "$BUILD/logs/build-distro-base.log" "$bkey"
+		echo "distro config, base: built"
+	fi
+	if cached "$skey" && holds "$BUILD/distro" "$skey"; then
+		echo "distro config, series: build/distro holds build $skey, reused"
+	else
+		distro_build "the series" "$BUILD/src" "$BUILD/distro" "$BUILD/logs/build-distro.log" "$skey"
+		echo "distro config, series: built"
+	fi
+	if new=$(comm -23 "$CACHE/$skey/warnings" "$CACHE/$bkey/warnings") && [ -n "$new" ]; then
+		echo "$new"
+		die "the series adds warnings under the distro config (log: $BUILD/logs/build-distro.log)"
+	fi
+	echo "distro config: prepare and arch/x86/kvm/ build, no new warning ($(wc -l < "$CACHE/$skey/warnings") with the series, $(wc -l < "$CACHE/$bkey/warnings") in the base)"
+	no_panic_in "$BUILD/distro/arch/x86/kvm/svm/sev_rs.o"
+}
+
+# The test kernel with KASAN, UBSAN, lockdep, might-sleep checks and KFENCE
+# (configs/debug.config), at the tip of the series.
+debug_build() {
+	build_logged "the debug config" "$BUILD/logs/build-debug.log" "$BUILD/debug" \
+		"${TEST_CONFIG[@]}" "$TOP/configs/debug.config"
+	echo "debug config: built with $(grep -oE '^CONFIG_(KASAN_GENERIC|UBSAN|PROVE_LOCKING|DEBUG_ATOMIC_SLEEP|KFENCE)=y' "$BUILD/debug/.config" | sed 's/=y//; s/CONFIG_//' | xargs)"
 }
 
 # kvm-amd.ko's .text with CONFIG_KVM_AMD_SEV_RUST on (as built) and off,
@@ -197,6 +316,7 @@ stage expand "$TOP/scripts/expand.sh"
 stage roundtrip roundtrip
 stage checkpatch checkpatch
 stage bisect-builds walk
+stage distro distro
 stage module-clippy-rustfmt module_clippy
 stage no-panic no_panic
 stage size-delta size_delta
@@ -205,6 +325,8 @@ stage uapi "$TOP/scripts/check-uapi.sh" "$BUILD/selftests-base/usr" "$BUILD/self
 stage boot-base boot base "$BUILD/bzImage-base" "$BUILD/selftests-base"
 stage boot-series boot series "$BUILD/test/arch/x86/boot/bzImage" "$BUILD/selftests"
 stage regression regression
+stage debug-build debug_build
+stage boot-debug boot debug "$BUILD/debug/arch/x86/boot/bzImage" "$BUILD/selftests"
 stage bench bench
 if [ -x "$TOP/userspace/check.sh" ]; then
 	stage userspace "$TOP/userspace/check.sh" "$BUILD/selftests/usr"
@@ -212,6 +334,8 @@ fi
 echo "make check: all stages passed in $(( ($(date +%s) - start) / 60 )) min"
 python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("kernel: %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/series.json"
+python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print("debug kernel (KASAN, UBSAN, lockdep, KFENCE): %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/debug.json"
 grep -hoE 'sev_rs: (validation|whole path|reply table|hostile VMM): .*' "$BUILD/logs/series/console.log"
 grep -ho 'sev_rs: bench: .*' "$BUILD/logs/bench/console.log"
 sed -nE 's/^ok [0-9]+ (.*) # SKIP (.*)/skipped selftest \1: \2/p' "$BUILD/logs/series/selftests.ktap"

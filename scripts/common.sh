@@ -13,15 +13,19 @@ BINDGEN_VERSION=0.73.2
 RUST_LIB_SRC=/usr/src/rustc-1.96.0/library
 JOBS=${JOBS:-$(( $(nproc) + 1 ))}
 
-export PATH=/usr/lib/llvm-19/bin:$HOME/.cargo/bin:$PATH
+# cargo installs bindgen-cli and cargo-fuzz here (rustup's default too).
+export CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
+export PATH=/usr/lib/llvm-19/bin:$CARGO_HOME/bin:$PATH
 export LIBCLANG_PATH=/usr/lib/llvm-19/lib
+
+BINDGEN=$CARGO_HOME/bin/bindgen
 
 # Debian's rustc-web/clippy/rustfmt are one matched toolchain; rustup's
 # binaries earlier in PATH belong to another rustc and must not be used for
 # the kernel.
 KMAKE=(make -j"$JOBS" LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
        RUSTFMT=/usr/bin/rustfmt CLIPPY_DRIVER=/usr/bin/clippy-driver
-       BINDGEN="$HOME/.cargo/bin/bindgen" RUST_LIB_SRC="$RUST_LIB_SRC")
+       BINDGEN="$BINDGEN" RUST_LIB_SRC="$RUST_LIB_SRC")
 
 # Fixed identity and dates make the work tree's commits, and so the exported
 # patches, reproducible.
@@ -122,6 +126,37 @@ list() { sed -e 's/#.*//' -e '/^\s*$/d' "$TOP/tests/$1"; }
 # Config fragments of the test kernel.
 TEST_CONFIG=("$TOP/configs/test.config")
 
+# What a build's result depends on besides its source tree and config
+# fragments: the tools (versions) and the scripts that drive them. Any change
+# here invalidates every cached build result (see build_key).
+toolchain_id() {
+	{
+		clang --version | head -1
+		ld.lld --version
+		/usr/bin/rustc --version
+		/usr/bin/clippy-driver --version
+		"$BINDGEN" --version
+		pahole --version
+		printf '%s\n' "${KMAKE[@]:1}"   # without -jN, which changes no output
+		cat "$TOP/scripts/build.sh" "$TOP/scripts/common.sh"
+	} 2>&1
+}
+
+# build_key REV FILE...: a key for building REV of the work tree with the
+# config fragments (or other inputs) FILE: REV's git tree id (the content of
+# the base plus the patch prefix, every file), the files' contents and the
+# toolchain. Equal keys mean equal inputs, so a result stored under the key
+# (scripts/check.sh, build/cache/) can be reused instead of rebuilt.
+build_key() {
+	local rev=$1
+	shift
+	{
+		git -C "$WORK" rev-parse --verify "$rev^{tree}"
+		for f in "$@"; do echo "== $f"; cat "$f"; done
+		toolchain_id
+	} | sha256sum | cut -c1-20
+}
+
 # build_logged WHAT LOG OUT FRAGMENT... [-- MAKE_ARGS...]: scripts/build.sh
 # of build/src into OUT with its output in LOG; on failure show the end of
 # the log and stop, naming WHAT.
@@ -129,6 +164,9 @@ build_logged() {
 	local what=$1 log=$2
 	shift 2
 	mkdir -p "$(dirname "$log")"
+	# OUT.key names the cached build OUT holds (scripts/check.sh); a new
+	# build, complete or not, holds something else.
+	rm -f "$1.key"
 	"$TOP/scripts/build.sh" "$BUILD/src" "$@" > "$log" 2>&1 ||
 		{ tail -40 "$log"; die "$what does not build (log: $log)"; }
 }

@@ -20,7 +20,10 @@ import sys
 import time
 
 CRASH = re.compile(r"Kernel panic|Oops|BUG:|WARNING:|general protection fault|"
-                   r"Call Trace:|kernel BUG|UBSAN:|KASAN:")
+                   r"Call Trace:|kernel BUG|UBSAN:|KASAN:|KFENCE:|"
+                   # lockdep and might_sleep(); most also say "WARNING:"/"BUG:"
+                   r"possible circular locking|inconsistent lock state|"
+                   r"possible recursive locking|sleeping function called from invalid context")
 
 
 def parse(kunit_dir, lines):

@@ -11,6 +11,7 @@ APT_PACKAGES=(
 	qemu-system-x86 busybox-static python3-sphinx python3-sphinx-rtd-theme
 	python3-yaml python3-ply python3-git build-essential flex bison bc libelf-dev libssl-dev cpio kmod
 	dwarves rsync xz-utils git
+	linux-config-6.12 debhelper
 )
 
 missing=()
@@ -26,10 +27,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 		"${missing[@]}"
 fi
 
-if ! "$HOME/.cargo/bin/bindgen" --version 2>/dev/null | grep -qx "bindgen $BINDGEN_VERSION"; then
-	command -v cargo >/dev/null || die "cargo is needed to install bindgen-cli"
-	log "installing bindgen-cli $BINDGEN_VERSION (a few minutes)"
-	cargo install --locked --root "$HOME/.cargo" "bindgen-cli@$BINDGEN_VERSION"
+# bindgen-cli and cargo-fuzz come from crates.io, so a cargo is needed. A
+# fresh Debian 12 has none: then Debian's cargo-web, which matches rustc-web,
+# is installed and used (rustup's cargo, when present, is used as it is).
+if ! command -v cargo >/dev/null; then
+	log "no cargo in PATH: installing Debian's cargo-web"
+	[ "$(id -u)" = 0 ] && SUDO= || SUDO=sudo
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends cargo-web ||
+		{ $SUDO apt-get update -q &&
+		  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends cargo-web; }
+	command -v cargo >/dev/null || die "cargo-web is installed but no cargo is in PATH"
+fi
+if ! "$BINDGEN" --version 2>/dev/null | grep -qx "bindgen $BINDGEN_VERSION"; then
+	log "installing bindgen-cli $BINDGEN_VERSION with $(cargo --version) (a few minutes)"
+	cargo install --locked --root "$CARGO_HOME" "bindgen-cli@$BINDGEN_VERSION"
 fi
 
 for tool in /usr/bin/rustc /usr/bin/rustfmt /usr/bin/clippy-driver \
