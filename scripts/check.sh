@@ -338,6 +338,6 @@ python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("debug kernel (KASAN, UBSAN, lockdep, KFENCE): %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/debug.json"
 grep -hoE 'sev_rs: (validation|whole path|reply table|hostile VMM): .*' "$BUILD/logs/series/console.log"
 grep -ho 'sev_rs: bench: .*' "$BUILD/logs/bench/console.log"
-sed -nE 's/^ok [0-9]+ (.*) # SKIP (.*)/skipped selftest \1: \2/p' "$BUILD/logs/series/selftests.ktap"
+sed -nE 's/^ *ok [0-9]+ (.*) # SKIP (.*)/skipped selftest \1: \2/p' "$BUILD/logs/series/selftests.ktap"
 read -r on off < "$BUILD/logs/size-delta"
 echo "kvm-amd.ko .text: $on bytes with KVM_AMD_SEV_RUST, $off without"
