@@ -16,6 +16,9 @@
 //!   VCEK/VLEK) and AMD's VCEK extensions.
 //! * [`pem`]: PEM/DER certificate input for the CLI.
 //! * [`watch`]: the process-wide inotify instance the `BlobServer`s share.
+//! * [`refresh`]: the VCEK for this chip and TCB from AMD's KDS ([`kds`]),
+//!   found from an attestation report ([`report`]) or the host's `/dev/sev`
+//!   ([`sevdev`]), verified and installed under the lock.
 
 // Library code reachable from inputs must not panic: enforced by clippy (tests
 // excluded; check.sh runs clippy with -D warnings).
@@ -32,7 +35,11 @@
     )
 )]
 
+pub mod kds;
 pub mod pem;
+pub mod refresh;
+pub mod report;
+pub mod sevdev;
 pub mod store;
 pub mod table;
 pub mod verify;
