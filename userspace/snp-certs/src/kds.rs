@@ -110,6 +110,11 @@ pub fn cert_chain_url(base: &str, product: Product) -> String {
     )
 }
 
+/// The CRL URL of `product` (DER, signed by the ARK).
+pub fn crl_url(base: &str, product: Product) -> String {
+    format!("{}/vcek/v1/{}/crl", base.trim_end_matches('/'), product)
+}
+
 /// The VCEK URL for `hwid` (already cut to [`Product::hwid_len`]) and `tcb`.
 pub fn vcek_url(base: &str, product: Product, hwid: &[u8], tcb: &TcbVersion) -> String {
     let fmc = tcb
@@ -351,6 +356,12 @@ impl Kds {
         }
     }
 
+    /// The product's CRL (DER), always from KDS: a CRL changes, so it is not
+    /// cached.
+    pub fn crl(&mut self, product: Product) -> Result<Vec<u8>, KdsError> {
+        self.get(&crl_url(&self.base, product))
+    }
+
     /// The VCEK (DER) for `hwid` and `tcb`, from the cache (if `use_cache`)
     /// or KDS.
     pub fn vcek(
@@ -513,6 +524,10 @@ mod tests {
         assert_eq!(
             cert_chain_url("http://x", Product::Genoa),
             "http://x/vcek/v1/Genoa/cert_chain"
+        );
+        assert_eq!(
+            crl_url("http://x/", Product::Milan),
+            "http://x/vcek/v1/Milan/crl"
         );
     }
 

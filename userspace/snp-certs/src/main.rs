@@ -1118,6 +1118,11 @@ KDS OPTIONS:
   --http-timeout SECS  per request (connect, send, whole body); default 30
   --max-wait SECS      total wait between retries; default 60
   --retry-delay SECS   first backoff delay, doubled per retry; default 1
+  --crl                also serve AMD's CRL for the product: fetched from
+                       KDS on every refresh (never cached), checked (issued
+                       and signed by the ARK, already in force) and refused
+                       if it revokes the ASK or the VCEK; an installed CRL
+                       past its nextUpdate makes the blob out of date
 HTTP 429 and 5xx, timeouts and cut-short bodies are retried (5 requests at
 most), waiting as Retry-After says or with the backoff, never more than
 --max-wait in total; 404 and other statuses are final.
@@ -1141,6 +1146,7 @@ struct RefreshArgs {
     kds_url: Option<String>,
     cache_dir: Option<PathBuf>,
     no_cache: bool,
+    crl: bool,
     policy: snp_certs::kds::RetryPolicy,
 }
 
@@ -1188,6 +1194,7 @@ impl RefreshArgs {
                 | "--kds-url"
                 | "--cache-dir"
                 | "--no-cache"
+                | "--crl"
                 | "--http-timeout"
                 | "--max-wait"
                 | "--retry-delay"
@@ -1197,8 +1204,12 @@ impl RefreshArgs {
     /// Takes option `opt` (and its value from `it`); returns how many values
     /// it consumed.
     fn take(&mut self, opt: &str, it: &mut std::slice::Iter<'_, OsString>) -> Result<usize, Fail> {
-        if opt == "--no-cache" {
-            self.no_cache = true;
+        match opt {
+            "--no-cache" => self.no_cache = true,
+            "--crl" => self.crl = true,
+            _ => {}
+        }
+        if matches!(opt, "--no-cache" | "--crl") {
             return Ok(0);
         }
         let v = value(it, opt)?;
@@ -1273,6 +1284,12 @@ impl RefreshArgs {
 
     /// The VCEK to have, from the report, the options or /dev/sev.
     fn target(&self) -> Result<snp_certs::refresh::Target, Fail> {
+        let mut t = self.vcek_target()?;
+        t.crl = self.crl;
+        Ok(t)
+    }
+
+    fn vcek_target(&self) -> Result<snp_certs::refresh::Target, Fail> {
         use snp_certs::refresh::Target;
         let run = |e: snp_certs::refresh::RefreshError| Fail::Run(e.to_string());
         if let Some(p) = &self.report {
@@ -1365,7 +1382,7 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
         Ok((l, cur)) => {
             drop(l);
             refresh::refuse_vlek_blob(&cur).map_err(fail)?;
-            if refresh::problems_for(&cur, &target, at).is_empty() {
+            if refresh::problems_for(&cur, &target, at, true).is_empty() {
                 return print(&format!(
                     "{} is up to date: it serves the VCEK for {target}; nothing fetched\n",
                     path.display()
@@ -1415,7 +1432,7 @@ fn refresh_held(
     let at = now()?;
     if let Some(cur) = refresh::read_held(lock).map_err(fail)? {
         refresh::refuse_vlek_blob(&cur).map_err(fail)?;
-        if refresh::problems_for(&cur, &target, at).is_empty() {
+        if refresh::problems_for(&cur, &target, at, true).is_empty() {
             let _ = writeln!(
                 std::io::stderr(),
                 "snp-certs: hold: {} is up to date: it serves the VCEK for {target}",

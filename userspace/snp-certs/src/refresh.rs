@@ -32,6 +32,9 @@ pub struct Target {
     /// The chip ID as KDS and the VCEK's hwID know it ([`Product::hwid_len`] bytes).
     hwid: Vec<u8>,
     pub tcb: TcbVersion,
+    /// Serve AMD's CRL too (fetched from KDS each time, checked, and refused
+    /// if it revokes the ASK or the VCEK).
+    pub crl: bool,
 }
 
 /// Why a refresh failed. The installed blob is unchanged in every case.
@@ -110,6 +113,7 @@ impl Target {
             product,
             hwid: hwid.to_vec(),
             tcb,
+            crl: false,
         })
     }
 
@@ -226,17 +230,67 @@ fn leaf_mismatch(report: &verify::ChainReport, t: &Target) -> Vec<String> {
     out
 }
 
-/// Every reason `blob` is not a verified ARK/ASK/VCEK chain for `t` at `at`
-/// (empty: it is).
-pub fn problems_for(blob: &[u8], t: &Target, at: Duration) -> Vec<String> {
-    match verify::verify_table(blob, at) {
-        Err(e) => vec![format!("invalid certificate table: {e}")],
-        Ok(r) => {
-            let mut p = r.failures();
-            p.extend(leaf_mismatch(&r, t));
+/// Why the CRL `crl` (DER) is unusable with `ark`, or revokes `ask` or
+/// `vcek`. Past its nextUpdate, an installed CRL is out of date (a problem:
+/// refresh fetches a new one); a CRL just fetched is the newest AMD
+/// publishes, so that is only a warning.
+fn crl_problems(
+    crl: &[u8],
+    [ark, ask, vcek]: [&[u8]; 3],
+    at: Duration,
+    installed: bool,
+) -> Vec<String> {
+    match verify::check_crl(crl, ark, at) {
+        Err(e) => vec![format!("CRL: {e}")],
+        Ok((revoked, next)) => {
+            let mut p = Vec::new();
+            if next.is_some_and(|n| n < at) {
+                if installed {
+                    p.push("the CRL is past its nextUpdate".into());
+                } else {
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stderr(),
+                        b"snp-certs: warning: AMD's CRL is past its nextUpdate\n",
+                    );
+                }
+            }
+            for (role, der) in [("ASK", ask), ("VCEK", vcek)] {
+                if let Some(sn) = verify::serial_of(der).filter(|sn| revoked.contains(sn)) {
+                    p.push(format!(
+                        "the {role} (serial {}) is revoked by AMD's CRL",
+                        kds::hex(&sn)
+                    ));
+                }
+            }
             p
         }
     }
+}
+
+/// Every reason `blob` is not a verified ARK/ASK/VCEK chain for `t` at `at`,
+/// with a usable CRL entry when `t.crl` (empty: it is). `installed`: the blob
+/// is the one served now (a CRL past its nextUpdate makes it out of date).
+pub fn problems_for(blob: &[u8], t: &Target, at: Duration, installed: bool) -> Vec<String> {
+    let r = match verify::verify_table(blob, at) {
+        Err(e) => return vec![format!("invalid certificate table: {e}")],
+        Ok(r) => r,
+    };
+    let mut p = r.failures();
+    p.extend(leaf_mismatch(&r, t));
+    if t.crl && p.is_empty() {
+        let tb = table::parse(blob);
+        let get = |k| tb.as_ref().ok().and_then(|tb| tb.find(k)).unwrap_or(&[]);
+        match tb.as_ref().ok().and_then(|tb| tb.find(CertKind::Crl)) {
+            None => p.push("no CRL entry".into()),
+            Some(crl) => p.extend(crl_problems(
+                crl,
+                [get(CertKind::Ark), get(CertKind::Ask), get(CertKind::Vcek)],
+                at,
+                installed,
+            )),
+        }
+    }
+    p
 }
 
 /// Refuses to replace a blob that serves a VLEK.
@@ -259,27 +313,36 @@ pub struct Fetched {
     pub chain_from: Source,
 }
 
-fn build(ark: &[u8], ask: &[u8], vcek: &[u8]) -> Result<Vec<u8>, String> {
-    Builder::new()
+fn build(ark: &[u8], ask: &[u8], vcek: &[u8], crl: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let mut b = Builder::new()
         .add_kind(CertKind::Ark, ark.to_vec())
         .add_kind(CertKind::Ask, ask.to_vec())
-        .add_kind(CertKind::Vcek, vcek.to_vec())
-        .build()
+        .add_kind(CertKind::Vcek, vcek.to_vec());
+    if let Some(c) = crl {
+        b = b.add_kind(CertKind::Crl, c.to_vec());
+    }
+    b.build()
         .map_err(|e| format!("cannot build the table: {e}"))
 }
 
 /// Gets the product's chain and the target's VCEK (cache first, then KDS),
-/// builds the ARK, ASK, VCEK table and verifies it for the target at `at`.
+/// (and, with `t.crl`, the CRL from KDS), builds the ARK, ASK, VCEK[, CRL]
+/// table and verifies it for the target at `at`.
 /// What came from KDS is cached once it verified; a cached entry that does
 /// not verify is dropped and fetched again.
 pub fn fetch_verified(kds: &mut Kds, t: &Target, at: Duration) -> Result<Fetched, RefreshError> {
+    let crl = if t.crl {
+        Some(kds.crl(t.product)?)
+    } else {
+        None
+    };
     let mut use_cache = true;
     loop {
         let chain = kds.cert_chain(t.product, use_cache)?;
         let (vcek, vcek_from) = kds.vcek(t.product, &t.hwid, &t.tcb, use_cache)?;
-        let problems = match build(&chain.ark, &chain.ask, &vcek) {
+        let problems = match build(&chain.ark, &chain.ask, &vcek, crl.as_deref()) {
             Ok(blob) => {
-                let p = problems_for(&blob, t, at);
+                let p = problems_for(&blob, t, at, false);
                 if p.is_empty() {
                     if chain.source == Source::Kds {
                         kds.remember(CacheKey::Chain(t.product), &chain.pem);
@@ -344,7 +407,7 @@ pub fn install_locked(
 ) -> Result<Outcome, RefreshError> {
     if let Some(cur) = read_held(lock)? {
         refuse_vlek_blob(&cur)?;
-        if problems_for(&cur, t, at).is_empty() {
+        if problems_for(&cur, t, at, true).is_empty() {
             return Ok(Outcome::UpToDate);
         }
     }

@@ -149,6 +149,30 @@ fn ca() -> &'static Ca {
         ];
         a.extend(PSS);
         openssl(&dir, &a);
+        // CRLs signed by the ARK as AMD signs them: one revoking nothing,
+        // then one revoking the ASK.
+        std::fs::write(dir.join("index.txt"), "").unwrap();
+        std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+        std::fs::write(
+            dir.join("crl.cnf"),
+            "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
+             default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
+        )
+        .unwrap();
+        let gencrl = |out: &str| {
+            let mut a = vec!["ca", "-config", "crl.cnf", "-gencrl", "-out", out];
+            a.extend(&PSS[1..]);
+            openssl(&dir, &a);
+        };
+        gencrl("crl-none.pem");
+        openssl(&dir, &["ca", "-config", "crl.cnf", "-revoke", "ask.pem"]);
+        gencrl("crl-ask.pem");
+        for c in ["crl-none", "crl-ask"] {
+            openssl(
+                &dir,
+                &["crl", "-in", &format!("{c}.pem"), "-outform", "DER", "-out", &format!("{c}.der")],
+            );
+        }
         Ca {
             dir,
             n: AtomicUsize::new(0),
@@ -1260,4 +1284,82 @@ fn hold_refresh_updates_in_the_same_lock_window() {
         "{}",
         out(&o)
     );
+}
+
+#[test]
+fn crl_is_fetched_checked_and_served() {
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let none = std::fs::read(ca().dir.join("crl-none.der")).unwrap();
+    let revoked = std::fs::read(ca().dir.join("crl-ask.der")).unwrap();
+    let start = |crl: Vec<u8>| {
+        let (chain, v, vp) = (ca().cert_chain(), vcek.clone(), milan_vcek_path());
+        Kds::start(move |p, _| {
+            if p.ends_with("/cert_chain") {
+                Reply::Ok(chain.clone())
+            } else if p.ends_with("/crl") {
+                Reply::Ok(crl.clone())
+            } else if p == vp {
+                Reply::Ok(v.clone())
+            } else {
+                Reply::Status(404)
+            }
+        })
+    };
+    let d = tmpdir("crl");
+    let certs = d.join("certs.bin");
+    // Without --crl first: no CRL requested or served.
+    let kds = start(none.clone());
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(!kds.requests().iter().any(|p| p.ends_with("/crl")));
+    assert!(table::parse(&std::fs::read(&certs).unwrap())
+        .unwrap()
+        .find(CertKind::Crl)
+        .is_none());
+    // With --crl: that blob is not up to date; the CRL is fetched and served.
+    let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(kds.requests().contains(&"/vcek/v1/Milan/crl".to_string()));
+    let blob = std::fs::read(&certs).unwrap();
+    let t = table::parse(&blob).unwrap();
+    let kinds: Vec<CertKind> = t.entries().iter().map(|e| e.kind()).collect();
+    assert_eq!(
+        kinds,
+        [CertKind::Ark, CertKind::Ask, CertKind::Vcek, CertKind::Crl]
+    );
+    assert_eq!(t.find(CertKind::Crl).unwrap(), none);
+    // Up to date now: no request.
+    let n = kds.requests().len();
+    let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("up to date"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(kds.requests().len(), n);
+
+    // A CRL that revokes the ASK: refused, blob unchanged.
+    let kds = start(revoked);
+    let old = preinstall(&certs);
+    let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        e.contains("the ASK (serial 02) is revoked by AMD's CRL"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&certs).unwrap(), old);
+
+    // Not a CRL signed by the ARK (here: the ASK certificate): refused.
+    let kds = start(ca().der("ask.pem"));
+    let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("CRL: not a DER certificate revocation list"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(std::fs::read(&certs).unwrap(), old);
 }
