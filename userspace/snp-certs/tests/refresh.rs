@@ -1363,3 +1363,137 @@ fn crl_is_fetched_checked_and_served() {
     );
     assert_eq!(std::fs::read(&certs).unwrap(), old);
 }
+
+fn amd_file(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/amd")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// AMD's real Milan and Turin certificates (tests/data/amd, from virtee/sev)
+/// served by the stand-in at the URLs KDS serves them: the reports name the
+/// chips and TCBs those VCEKs were issued for (values read with `openssl
+/// asn1parse`, as in tests/verify.rs), and refresh must ask for exactly
+/// those URLs and accept exactly those certificates.
+#[test]
+fn amd_real_milan_and_turin_vceks() {
+    let milan_hwid = "d49554ec717f4e5b0fe6b143bcf0405bd7ae304727edf46603f2a76aef6a3abc\
+                      15d7af38db757039029f0efacfd08e244324884738c72b082e2f87a44d541eb6";
+    let turin_hwid = "1e550a8ee5cf9f4d";
+    let milan_url =
+        format!("/vcek/v1/Milan/{milan_hwid}?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115");
+    let turin_url =
+        format!("/vcek/v1/Turin/{turin_hwid}?fmcSPL=00&blSPL=00&teeSPL=00&snpSPL=00&ucodeSPL=09");
+    let mut milan_chain = amd_file("milan-ask.pem");
+    milan_chain.extend(amd_file("milan-ark.pem"));
+    let mut turin_chain = amd_file("turin-ask.pem");
+    turin_chain.extend(amd_file("turin-ark.pem"));
+    let (mu, tu) = (milan_url.clone(), turin_url.clone());
+    let kds = Kds::start(move |p, _| match p {
+        "/vcek/v1/Milan/cert_chain" => Reply::Ok(milan_chain.clone()),
+        "/vcek/v1/Turin/cert_chain" => Reply::Ok(turin_chain.clone()),
+        p if p == mu => Reply::Ok(amd_file("vcek-milan.der")),
+        p if p == tu => Reply::Ok(amd_file("vcek-turin.der")),
+        _ => Reply::Status(404),
+    });
+    let unhex = |h: &str| -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let d = tmpdir("amd");
+    // Milan: version 3 report, family 19h model 01h.
+    let rep = d.join("milan.bin");
+    std::fs::write(
+        &rep,
+        report(
+            3,
+            0,
+            milan_tcb_bytes((3, 0, 8, 115, None)),
+            (0x19, 0x01),
+            &unhex(milan_hwid),
+        ),
+    )
+    .unwrap();
+    let certs = d.join("milan.blob");
+    let o = refresh(
+        &kds,
+        &d,
+        &["--from-report", s(&rep), "--no-cache", s(&certs)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(
+        vcek_of(&std::fs::read(&certs).unwrap()),
+        amd_file("vcek-milan.der")
+    );
+    // Turin: family 1Ah model 02h, TCB bytes [fmc, bl, tee, snp, 0, 0, 0, ucode].
+    let rep = d.join("turin.bin");
+    std::fs::write(
+        &rep,
+        report(
+            3,
+            0,
+            [0, 0, 0, 0, 0, 0, 0, 9],
+            (0x1A, 0x02),
+            &unhex(turin_hwid),
+        ),
+    )
+    .unwrap();
+    let certs = d.join("turin.blob");
+    let o = refresh(
+        &kds,
+        &d,
+        &["--from-report", s(&rep), "--no-cache", s(&certs)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(
+        vcek_of(&std::fs::read(&certs).unwrap()),
+        amd_file("vcek-turin.der")
+    );
+    assert_eq!(
+        kds.requests(),
+        [
+            "/vcek/v1/Milan/cert_chain".to_string(),
+            milan_url,
+            "/vcek/v1/Turin/cert_chain".to_string(),
+            turin_url
+        ]
+    );
+    // Milan's VCEK asked for as Genoa's: KDS would not have it; a stand-in
+    // that serves it anyway is refused (Genoa's chain does not sign it).
+    let mut genoa_chain = amd_file("genoa-ask.pem");
+    genoa_chain.extend(amd_file("genoa-ark.pem"));
+    let kds = Kds::start(move |p, _| {
+        if p.ends_with("/cert_chain") {
+            Reply::Ok(genoa_chain.clone())
+        } else {
+            Reply::Ok(amd_file("vcek-milan.der"))
+        }
+    });
+    let certs = d.join("genoa.blob");
+    let o = refresh(
+        &kds,
+        &d,
+        &[
+            "--product",
+            "genoa",
+            "--chip-id",
+            milan_hwid,
+            "--tcb",
+            "bl=3,tee=0,snp=8,ucode=115",
+            "--no-cache",
+            s(&certs),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        e.contains("VCEK: signed by the ASK") && e.contains("VCEK product is Milan-B0, not Genoa"),
+        "{e}"
+    );
+    assert!(!certs.exists());
+}
