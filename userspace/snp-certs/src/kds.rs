@@ -254,7 +254,20 @@ impl Kds {
                 };
             }
             Err(ureq::Error::Transport(t)) => {
-                return Attempt::Retry(t.to_string(), None, false);
+                // Kind, message and cause, without the URL that ureq's
+                // Display repeats.
+                let mut why = t.kind().to_string();
+                for part in [
+                    t.message().map(str::to_string),
+                    std::error::Error::source(&t).map(|e| e.to_string()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    why.push_str(": ");
+                    why.push_str(&part);
+                }
+                return Attempt::Retry(why, None, false);
             }
         };
         let mut body = Vec::new();
@@ -392,10 +405,13 @@ impl Kds {
         use_cache: bool,
     ) -> Result<(Vec<u8>, Source), KdsError> {
         if let Some(p) = self.cache_path(key).filter(|_| use_cache) {
-            if let Ok(b) = std::fs::read(&p) {
-                if !b.is_empty() && b.len() as u64 <= MAX_BODY {
-                    return Ok((b, Source::Cache));
-                }
+            let mut b = Vec::new();
+            let read = std::fs::File::open(&p)
+                .and_then(|f| f.take(MAX_BODY.saturating_add(1)).read_to_end(&mut b));
+            // Unreadable, empty or oversized entries are ignored (and
+            // replaced once the fetched certificates verify).
+            if read.is_ok() && !b.is_empty() && b.len() as u64 <= MAX_BODY {
+                return Ok((b, Source::Cache));
             }
         }
         let b = self.get(url)?;

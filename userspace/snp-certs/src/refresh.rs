@@ -365,7 +365,7 @@ pub fn fetch_verified(kds: &mut Kds, t: &Target, at: Duration) -> Result<Fetched
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 format!(
-                    "snp-certs: warning: cached certificates do not verify ({}); fetching them again\n",
+                    "snp-certs: warning: the certificates do not verify ({}) and some came from the cache; fetching all of them from KDS again\n",
                     problems.join("; ")
                 )
                 .as_bytes(),
