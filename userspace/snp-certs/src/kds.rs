@@ -211,20 +211,29 @@ pub struct Kds {
 
 impl Kds {
     /// A client for the KDS at `base` (e.g. [`DEFAULT_KDS_URL`]), caching
-    /// under `cache` if given.
-    pub fn new(base: &str, policy: RetryPolicy, cache: Option<PathBuf>) -> Kds {
-        let agent = ureq::AgentBuilder::new()
+    /// under `cache` if given, through the HTTP proxy `proxy`
+    /// (`http://[user:password@]host:port`) if given.
+    pub fn new(
+        base: &str,
+        policy: RetryPolicy,
+        cache: Option<PathBuf>,
+        proxy: Option<&str>,
+    ) -> Result<Kds, String> {
+        let mut b = ureq::AgentBuilder::new()
             .timeout_connect(policy.request_timeout)
             .timeout(policy.request_timeout)
-            .user_agent(concat!("snp-certs/", env!("CARGO_PKG_VERSION")))
-            .build();
-        Kds {
+            .user_agent(concat!("snp-certs/", env!("CARGO_PKG_VERSION")));
+        if let Some(p) = proxy {
+            b = b.proxy(ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}"))?);
+        }
+        let agent = b.build();
+        Ok(Kds {
             base: base.trim_end_matches('/').to_string(),
             agent,
             policy,
             cache,
             requests: 0,
-        }
+        })
     }
 
     pub fn base(&self) -> &str {

@@ -1115,6 +1115,9 @@ KDS OPTIONS:
   --cache-dir DIR      default /var/cache/snp-certs: each VCEK (by product,
                        chip and TCB) and each product's chain is fetched once
                        and kept once it verified; --no-cache skips it
+  --proxy URL          HTTP proxy, http://[user:password@]host:port (HTTPS
+                       goes through it with CONNECT); the *_proxy
+                       environment variables are not read
   --http-timeout SECS  per request (connect, send, whole body); default 30
   --max-wait SECS      total wait between retries; default 60
   --retry-delay SECS   first backoff delay, doubled per retry; default 1
@@ -1147,6 +1150,7 @@ struct RefreshArgs {
     cache_dir: Option<PathBuf>,
     no_cache: bool,
     crl: bool,
+    proxy: Option<String>,
     policy: snp_certs::kds::RetryPolicy,
 }
 
@@ -1195,6 +1199,7 @@ impl RefreshArgs {
                 | "--cache-dir"
                 | "--no-cache"
                 | "--crl"
+                | "--proxy"
                 | "--http-timeout"
                 | "--max-wait"
                 | "--retry-delay"
@@ -1249,6 +1254,10 @@ impl RefreshArgs {
                 }
                 self.kds_url = Some(u.to_string());
             }
+            "--proxy" => {
+                once(self.proxy.is_some())?;
+                self.proxy = Some(v.to_str().unwrap_or("").to_string());
+            }
             "--http-timeout" => {
                 self.policy.request_timeout = parse_secs(v, opt, 600)?;
                 if self.policy.request_timeout.is_zero() {
@@ -1279,7 +1288,7 @@ impl RefreshArgs {
         if self.product.is_some() && !explicit && self.report.is_none() {
             return usage("--product goes with --from-report or --chip-id and --tcb");
         }
-        Ok(())
+        self.kds().map(drop) // a bad --proxy is a usage error before anything runs
     }
 
     /// The VCEK to have, from the report, the options or /dev/sev.
@@ -1310,7 +1319,7 @@ impl RefreshArgs {
         Target::from_host(&host).map_err(run)
     }
 
-    fn kds(&self) -> snp_certs::kds::Kds {
+    fn kds(&self) -> Result<snp_certs::kds::Kds, Fail> {
         let cache = if self.no_cache {
             None
         } else {
@@ -1326,7 +1335,9 @@ impl RefreshArgs {
                 .unwrap_or(snp_certs::kds::DEFAULT_KDS_URL),
             self.policy.clone(),
             cache,
+            self.proxy.as_deref(),
         )
+        .map_err(Fail::Usage)
     }
 }
 
@@ -1394,7 +1405,7 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
         Err(e) => return Err(store_err(&path, e)),
     }
     // Fetch before taking the exclusive lock: VMMs keep serving meanwhile.
-    let mut kds = r.kds();
+    let mut kds = r.kds()?;
     let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
     let mut lock = store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?;
     let outcome =
@@ -1441,7 +1452,7 @@ fn refresh_held(
             return Ok(());
         }
     }
-    let mut kds = r.kds();
+    let mut kds = r.kds()?;
     let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
     match refresh::install_locked(path, lock, &fetched.blob, &target, at).map_err(fail)? {
         Outcome::UpToDate => {}

@@ -1129,6 +1129,16 @@ fn usage_errors() {
             s(&p),
         ],
         vec!["refresh", "--kds-url", "ftp://x", s(&p)],
+        vec!["refresh", "--proxy", "ftp://x:1", s(&p)],
+        vec![
+            "hold",
+            "--refresh",
+            "--proxy",
+            "ftp://x:1",
+            s(&p),
+            "--",
+            "true",
+        ],
         vec!["refresh", "--max-wait", "-1", s(&p)],
         vec!["refresh", "--http-timeout", "0", s(&p)],
         vec!["refresh", "--bogus", s(&p)],
@@ -1497,4 +1507,38 @@ fn amd_real_milan_and_turin_vceks() {
         "{e}"
     );
     assert!(!certs.exists());
+}
+
+#[test]
+fn through_an_http_proxy() {
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let chain = ca().cert_chain();
+    let vp = milan_vcek_path();
+    // The stand-in as the proxy: requests arrive in absolute form (RFC 9112
+    // 3.2.2) naming KDS's host, which is never resolved.
+    let proxy = Kds::start(move |p, _| match p.strip_prefix("http://kds.test") {
+        Some("/vcek/v1/Milan/cert_chain") => Reply::Ok(chain.clone()),
+        Some(path) if path == vp => Reply::Ok(vcek.clone()),
+        _ => Reply::Status(400),
+    });
+    let d = tmpdir("proxy");
+    let certs = d.join("certs.bin");
+    let mut args = vec![
+        "refresh",
+        "--kds-url",
+        "http://kds.test",
+        "--proxy",
+        &proxy.url,
+    ];
+    args.extend(explicit_milan(&[], s(&certs)));
+    let o = bin().args(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(
+        proxy.requests(),
+        [
+            "http://kds.test/vcek/v1/Milan/cert_chain".to_string(),
+            format!("http://kds.test{}", milan_vcek_path())
+        ]
+    );
 }
