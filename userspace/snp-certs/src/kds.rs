@@ -19,7 +19,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::report::{Product, TcbVersion};
 
@@ -38,10 +38,14 @@ pub struct RetryPolicy {
     /// First backoff delay, doubled after each retry (when the server gives
     /// no Retry-After).
     pub base_delay: Duration,
-    /// Total time spent waiting between attempts, at most.
+    /// Total time spent waiting between attempts (all URLs of one client),
+    /// at most.
     pub max_wait: Duration,
     /// Timeout of one request (connect, send, and read the whole body).
     pub request_timeout: Duration,
+    /// Everything (all requests and waits of this client) within this, if
+    /// set: `hold --refresh` holds the lock meanwhile.
+    pub total: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -51,6 +55,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_secs(1),
             max_wait: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            total: None,
         }
     }
 }
@@ -207,6 +212,10 @@ pub struct Kds {
     cache: Option<PathBuf>,
     /// Requests sent (for messages and tests).
     requests: u32,
+    /// Time waited between attempts so far (all URLs).
+    waited: Duration,
+    /// End of the `total` budget.
+    deadline: Option<Instant>,
 }
 
 impl Kds {
@@ -227,12 +236,15 @@ impl Kds {
             b = b.proxy(ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}"))?);
         }
         let agent = b.build();
+        let deadline = policy.total.and_then(|t| Instant::now().checked_add(t));
         Ok(Kds {
             base: base.trim_end_matches('/').to_string(),
             agent,
             policy,
             cache,
             requests: 0,
+            waited: Duration::ZERO,
+            deadline,
         })
     }
 
@@ -245,9 +257,25 @@ impl Kds {
         self.requests
     }
 
+    /// Time left of the `total` budget (None: no budget).
+    fn left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
     fn attempt(&mut self, url: &str) -> Attempt {
+        let timeout = match self.left() {
+            Some(left) if left.is_zero() => {
+                return Attempt::Final(KdsError::Unreachable {
+                    url: url.to_string(),
+                    reason: format!("the {:.1} s time budget is spent", self.budget_secs()),
+                })
+            }
+            Some(left) => left.min(self.policy.request_timeout),
+            None => self.policy.request_timeout,
+        };
         self.requests = self.requests.saturating_add(1);
-        let resp = match self.agent.get(url).call() {
+        let resp = match self.agent.get(url).timeout(timeout).call() {
             Ok(r) => r,
             Err(ureq::Error::Status(code, r)) => {
                 let ra = r
@@ -296,9 +324,12 @@ impl Kds {
         }
     }
 
+    fn budget_secs(&self) -> f64 {
+        self.policy.total.unwrap_or_default().as_secs_f64()
+    }
+
     /// GET `url` with the retry policy.
     pub fn get(&mut self, url: &str) -> Result<Vec<u8>, KdsError> {
-        let mut waited = Duration::ZERO;
         let mut delay = self.policy.base_delay;
         let mut tries = 0u32;
         loop {
@@ -308,6 +339,7 @@ impl Kds {
                 Attempt::Final(e) => return Err(e),
                 Attempt::Retry(why, ra, http) => (why, ra, http),
             };
+            let waited = self.waited;
             let fail = |why: String, waited: Duration| {
                 if http {
                     KdsError::GaveUp {
@@ -327,6 +359,17 @@ impl Kds {
             }
             let wait = retry_after.unwrap_or(delay);
             let left = self.policy.max_wait.saturating_sub(waited);
+            if let Some(total_left) = self.left().filter(|l| wait >= *l) {
+                return Err(fail(
+                    format!(
+                        "{why}; waiting {:.1} s more would pass the {:.1} s time budget ({:.1} s left)",
+                        wait.as_secs_f64(),
+                        self.budget_secs(),
+                        total_left.as_secs_f64()
+                    ),
+                    waited,
+                ));
+            }
             if wait > left {
                 let asked = match retry_after {
                     Some(ra) => format!("Retry-After {} s", ra.as_secs()),
@@ -347,7 +390,7 @@ impl Kds {
                 wait.as_secs_f64()
             );
             std::thread::sleep(wait);
-            waited = waited.saturating_add(wait);
+            self.waited = self.waited.saturating_add(wait);
             delay = delay.saturating_mul(2);
         }
     }

@@ -149,7 +149,11 @@ With --refresh (and the SOURCE and KDS options of `refresh`), after CMD
 succeeds hold refreshes the VCEK as `refresh` does, still under the same lock
 (the TCB is read after CMD, so /dev/sev gives the new one); if the refresh
 fails, hold exits 1 and PATH is unchanged. VMMs get BUSY for the whole
-window, fetch included: keep --max-wait well under the 60 s a guest retries.
+window, fetch included, and a Linux guest gives up after 60 s of BUSY: so
+all of KDS's requests and waits are bounded by --total-timeout, 30 s by
+default here (the cache avoids the fetch when the VCEK was fetched before,
+e.g. by a `refresh --product --chip-id --tcb` for the new TCB ahead of the
+update).
 ";
 
 #[derive(Debug)]
@@ -974,7 +978,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
                 idx = idx.saturating_add(1);
             }
             Some("--no-verify") => no_verify = true,
-            Some("--refresh") => refresh = Some(RefreshArgs::default()),
+            Some("--refresh") => refresh = Some(RefreshArgs::for_hold()),
             Some("--") => {
                 cmd = args.get(idx..);
                 break;
@@ -1120,6 +1124,8 @@ KDS OPTIONS:
                        environment variables are not read
   --http-timeout SECS  per request (connect, send, whole body); default 30
   --max-wait SECS      total wait between retries; default 60
+  --total-timeout SECS all requests and waits together; default none (0),
+                       30 for `hold --refresh`
   --retry-delay SECS   first backoff delay, doubled per retry; default 1
   --crl                also serve AMD's CRL for the product: fetched from
                        KDS on every refresh (never cached), checked (issued
@@ -1186,7 +1192,17 @@ fn parse_secs(v: &OsStr, name: &str, max: u64) -> Result<Duration, Fail> {
     }
 }
 
+/// `hold --refresh`'s default budget for everything KDS takes: VMMs answer
+/// BUSY meanwhile, and a Linux guest gives up after 60 s of BUSY.
+const HOLD_REFRESH_TOTAL: Duration = Duration::from_secs(30);
+
 impl RefreshArgs {
+    fn for_hold() -> RefreshArgs {
+        let mut r = RefreshArgs::default();
+        r.policy.total = Some(HOLD_REFRESH_TOTAL);
+        r
+    }
+
     fn takes(opt: &str) -> bool {
         matches!(
             opt,
@@ -1201,6 +1217,7 @@ impl RefreshArgs {
                 | "--crl"
                 | "--proxy"
                 | "--http-timeout"
+                | "--total-timeout"
                 | "--max-wait"
                 | "--retry-delay"
         )
@@ -1265,6 +1282,10 @@ impl RefreshArgs {
                 }
             }
             "--max-wait" => self.policy.max_wait = parse_secs(v, opt, 3600)?,
+            "--total-timeout" => {
+                let t = parse_secs(v, opt, 3600)?;
+                self.policy.total = (!t.is_zero()).then_some(t);
+            }
             "--retry-delay" => self.policy.base_delay = parse_secs(v, opt, 600)?,
             _ => return usage(format!("unknown option {opt}")),
         }

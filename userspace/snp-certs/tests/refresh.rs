@@ -1542,3 +1542,71 @@ fn through_an_http_proxy() {
         ]
     );
 }
+
+/// `--total-timeout` bounds all requests and waits together, whatever
+/// `--http-timeout` and `--max-wait` allow: `hold --refresh` holds the lock
+/// meanwhile (30 s by default there).
+#[test]
+fn total_timeout_bounds_the_fetch_and_the_lock_window() {
+    let chain = ca().cert_chain();
+    let vcek = ca().vcek("Milan-B0", &milan_chip(), MILAN_TCB);
+    let kds = Kds::start(move |p, _| {
+        if p.ends_with("cert_chain") {
+            Reply::Ok(chain.clone())
+        } else {
+            Reply::Slow(Duration::from_secs(6), vcek.clone())
+        }
+    });
+    let d = tmpdir("total");
+    let certs = d.join("certs.bin");
+    let old = preinstall(&certs);
+    let t = Instant::now();
+    let o = refresh(
+        &kds,
+        &d,
+        &explicit_milan(
+            &["--total-timeout", "1.5", "--http-timeout", "30"],
+            s(&certs),
+        ),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(e.contains("time budget"), "{e}");
+    assert_eq!(std::fs::read(&certs).unwrap(), old);
+
+    let chipx = hex(&milan_chip());
+    let t = Instant::now();
+    let o = bin()
+        .args([
+            "hold",
+            "--refresh",
+            "--total-timeout",
+            "1",
+            "--kds-url",
+            &kds.url,
+            "--no-cache",
+            "--product",
+            "milan",
+            "--chip-id",
+            &chipx,
+            "--tcb",
+            "bl=3,tee=0,snp=8,ucode=115",
+            s(&certs),
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(std::fs::read(&certs).unwrap(), old);
+    // The lock is free again at once.
+    let empty = d.join("empty.bin");
+    std::fs::write(&empty, [0u8; 24]).unwrap();
+    let o = bin()
+        .args(["install", "--timeout", "0", s(&empty), s(&certs)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+}
