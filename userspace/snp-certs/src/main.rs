@@ -1428,10 +1428,23 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
     // Fetch before taking the exclusive lock: VMMs keep serving meanwhile.
     let mut kds = r.kds()?;
     let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
-    let mut lock = store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?;
-    let outcome =
-        refresh::install_locked(&path, &mut lock, &fetched.blob, &target, at).map_err(fail)?;
-    drop(lock);
+    let mut tries = 0u32;
+    let outcome = loop {
+        let mut lock =
+            store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?;
+        match refresh::install_locked(&path, &mut lock, &fetched.blob, &target, at) {
+            // PATH did not exist and another installer created it meanwhile
+            // (the first install never clobbers): lock theirs and look again.
+            Err(refresh::RefreshError::Store(StoreError::Io { err, .. }))
+                if lock.is_none()
+                    && err.kind() == std::io::ErrorKind::AlreadyExists
+                    && tries < 3 =>
+            {
+                tries = tries.saturating_add(1);
+            }
+            r => break r.map_err(fail)?,
+        }
+    };
     match outcome {
         Outcome::UpToDate => print(&format!(
             "{} is up to date (installed meanwhile by someone else): it serves the VCEK for {target}\n",

@@ -415,3 +415,47 @@ pub fn install_locked(
     drop(new);
     Ok(Outcome::Installed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcb(fmc: Option<u8>) -> TcbVersion {
+        TcbVersion {
+            bootloader: 1,
+            tee: 2,
+            snp: 3,
+            microcode: 4,
+            fmc,
+        }
+    }
+
+    #[test]
+    fn chip_ids_per_product() {
+        let mut id = [0u8; 64];
+        id[0] = 9;
+        // Milan: 64 bytes exactly.
+        assert_eq!(
+            Target::new(Product::Milan, &id, tcb(None))
+                .unwrap()
+                .hwid()
+                .len(),
+            64
+        );
+        assert!(Target::new(Product::Milan, &id[..8], tcb(None)).is_err());
+        // Turin: 8 bytes, or 64 that are zero after the 8th.
+        let t = Target::new(Product::Turin, &id, tcb(Some(0))).unwrap();
+        assert_eq!(t.hwid(), &id[..8]);
+        assert_eq!(
+            Target::new(Product::Turin, &id[..8], tcb(Some(0))).unwrap(),
+            t
+        );
+        id[8] = 1;
+        assert!(Target::new(Product::Turin, &id, tcb(Some(0))).is_err());
+        assert!(Target::new(Product::Turin, &id[..7], tcb(Some(0))).is_err());
+        // fmc only on Turin; an all-zero ID is masked.
+        assert!(Target::new(Product::Genoa, &[1; 64], tcb(Some(0))).is_err());
+        assert!(Target::new(Product::Turin, &[1; 8], tcb(None)).is_err());
+        assert!(Target::new(Product::Genoa, &[0; 64], tcb(None)).is_err());
+    }
+}
