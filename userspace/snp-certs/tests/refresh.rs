@@ -5,6 +5,8 @@
 //! hwID extensions), as `tests/verify.rs` does. No network beyond loopback.
 //! Attestation reports are built here from the SEV-SNP ABI's layout.
 
+#![cfg(feature = "kds")]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
