@@ -1612,3 +1612,26 @@ fn total_timeout_bounds_the_fetch_and_the_lock_window() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
 }
+
+/// https:// goes through TLS (rustls, webpki roots): a server that answers a
+/// ClientHello with plain HTTP is a TLS failure, reported as such, retried,
+/// and nothing is installed. (The real KDS over TLS is not reachable here.)
+#[test]
+fn https_is_tls() {
+    let kds = Kds::start(|_, _| Reply::Status(200));
+    let port = kds.url.rsplit(':').next().unwrap().to_string();
+    let d = tmpdir("tls");
+    let certs = d.join("certs.bin");
+    let url = format!("https://127.0.0.1:{port}");
+    let mut args = vec!["refresh", "--kds-url", &url, "--retry-delay", "0.01"];
+    args.extend(explicit_milan(&[], s(&certs)));
+    let o = bin().args(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(e.contains("cannot reach KDS at https://127.0.0.1"), "{e}");
+    assert!(
+        e.to_lowercase().contains("tls") || e.contains("corrupt"),
+        "{e}"
+    );
+    assert!(!certs.exists());
+}
