@@ -304,7 +304,20 @@ impl Kds {
                     why.push_str(": ");
                     why.push_str(&part);
                 }
-                return Attempt::Retry(why, None, false);
+                use ureq::ErrorKind as K;
+                return match t.kind() {
+                    // A retry cannot fix these.
+                    K::InvalidUrl
+                    | K::UnknownScheme
+                    | K::InvalidProxyUrl
+                    | K::ProxyUnauthorized
+                    | K::TooManyRedirects
+                    | K::InsecureRequestHttpsOnly => Attempt::Final(KdsError::Unreachable {
+                        url: url.to_string(),
+                        reason: why,
+                    }),
+                    _ => Attempt::Retry(why, None, false),
+                };
             }
         };
         let mut body = Vec::new();

@@ -1635,3 +1635,22 @@ fn https_is_tls() {
     );
     assert!(!certs.exists());
 }
+
+/// A URL that cannot be parsed is not retried.
+#[test]
+fn a_bad_kds_url_fails_at_once() {
+    let d = tmpdir("badurl");
+    let certs = d.join("certs.bin");
+    let mut args = vec!["refresh", "--kds-url", "http://[::1"];
+    args.extend(explicit_milan(&[], s(&certs)));
+    let t = Instant::now();
+    let o = bin().args(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(e.contains("Bad URL") && !e.contains("retrying"), "{e}");
+}
