@@ -1654,3 +1654,59 @@ fn a_bad_kds_url_fails_at_once() {
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(e.contains("Bad URL") && !e.contains("retrying"), "{e}");
 }
+
+/// Two refreshes of one path at once (e.g. a timer and an operator): both
+/// succeed, exactly one installs, the other finds the blob up to date (before
+/// fetching, or under the lock after fetching).
+#[test]
+fn concurrent_refreshes_install_once() {
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let chain = ca().cert_chain();
+    let vp = milan_vcek_path();
+    // Slow enough that both are usually fetching at the same time.
+    let kds = Kds::start(move |p, _| {
+        if p.ends_with("cert_chain") {
+            Reply::Slow(Duration::from_millis(300), chain.clone())
+        } else if p == vp {
+            Reply::Slow(Duration::from_millis(300), vcek.clone())
+        } else {
+            Reply::Status(404)
+        }
+    });
+    let d = tmpdir("concurrent");
+    let certs = d.join("certs.bin");
+    for round in 0..3 {
+        preinstall(&certs);
+        let spawn = || {
+            let mut args = vec!["refresh", "--kds-url", kds.url.as_str()];
+            args.extend(explicit_milan(&[], s(&certs)));
+            bin()
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        assert_eq!(a.status.code(), Some(0), "{}", out(&a));
+        assert_eq!(b.status.code(), Some(0), "{}", out(&b));
+        let installed = [&a, &b]
+            .iter()
+            .filter(|o| String::from_utf8_lossy(&o.stdout).starts_with("installed"))
+            .count();
+        assert_eq!(installed, 1, "round {round}:\n{}\n{}", out(&a), out(&b));
+        let blob = std::fs::read(&certs).unwrap();
+        assert_eq!(
+            bin()
+                .args(["verify", s(&certs)])
+                .output()
+                .unwrap()
+                .status
+                .code(),
+            Some(0)
+        );
+        assert_eq!(table::parse(&blob).unwrap().entries().len(), 3);
+    }
+}
