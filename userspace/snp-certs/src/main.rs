@@ -134,6 +134,7 @@ the rewrite can leave one. PATH must exist.
 
 const HOLD_HELP: &str = "\
 snp-certs hold [--timeout SECS] [--install BLOB [--no-verify]] PATH -- CMD [ARGS...]
+snp-certs hold [--timeout SECS] --refresh [SOURCE] [KDS OPTIONS] PATH -- CMD [ARGS...]
 
 Takes the exclusive OFD lock on the certificate file PATH (waiting at most SECS,
 default 30) and runs CMD while holding it, e.g. a firmware update (SNP_COMMIT,
