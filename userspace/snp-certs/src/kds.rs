@@ -413,9 +413,9 @@ impl Kds {
         let key = CacheKey::Chain(product).path();
         let url = cert_chain_url(&self.base, product);
         let (pem, source) = self.cached_get(&key, &url, use_cache)?;
-        let certs = split_pem_chain(&pem).map_err(|reason| KdsError::Body {
+        let certs = crate::pem::chain_to_der(&pem).map_err(|e| KdsError::Body {
             url: url.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         match <[Vec<u8>; 2]>::try_from(certs) {
             Ok([ask, ark]) => Ok(Chain {
@@ -550,28 +550,6 @@ fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     res
 }
 
-/// Splits a PEM file of CERTIFICATE blocks into DER certificates.
-pub fn split_pem_chain(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let text = std::str::from_utf8(pem).map_err(|_| "not PEM text".to_string())?;
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(END) {
-        let end = i.saturating_add(END.len());
-        let (block, tail) = rest.split_at(end);
-        let der = crate::pem::to_der(block.as_bytes()).map_err(|e| e.to_string())?;
-        out.push(der);
-        rest = tail;
-    }
-    if !rest.trim().is_empty() {
-        return Err("text after the last certificate (cut short?)".into());
-    }
-    if out.is_empty() {
-        return Err("no CERTIFICATE block".into());
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,15 +618,5 @@ mod tests {
         ] {
             assert_eq!(parse_retry_after(bad, at(0)), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn pem_chains_split() {
-        let c = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
-        let two = format!("{c}{c}");
-        assert_eq!(split_pem_chain(two.as_bytes()).unwrap().len(), 2);
-        assert!(split_pem_chain(b"").is_err());
-        let cut = &two[..two.len() - 20];
-        assert!(split_pem_chain(cut.as_bytes()).is_err());
     }
 }
