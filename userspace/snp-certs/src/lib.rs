@@ -16,6 +16,10 @@
 //!   VCEK/VLEK) and AMD's VCEK extensions.
 //! * [`pem`]: PEM/DER certificate input for the CLI.
 //! * [`watch`]: the process-wide inotify instance the `BlobServer`s share.
+//! * `refresh`: the VCEK for this chip and TCB from AMD's KDS (`kds`),
+//!   found from an attestation report ([`report`]) or the host's `/dev/sev`
+//!   ([`sevdev`]), verified and installed under the lock (feature `kds`, on by
+//!   default: it brings the HTTP and TLS stack).
 
 // Library code reachable from inputs must not panic: enforced by clippy (tests
 // excluded; check.sh runs clippy with -D warnings).
@@ -32,7 +36,13 @@
     )
 )]
 
+#[cfg(feature = "kds")]
+pub mod kds;
 pub mod pem;
+#[cfg(feature = "kds")]
+pub mod refresh;
+pub mod report;
+pub mod sevdev;
 pub mod store;
 pub mod table;
 pub mod verify;

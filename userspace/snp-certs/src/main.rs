@@ -42,6 +42,8 @@ Usage:
   snp-certs verify [--at TIME] BLOB
   snp-certs install [--timeout SECS] [--in-place] [--no-verify] BLOB PATH
   snp-certs hold [--timeout SECS] [--install BLOB [--no-verify]] PATH -- CMD [ARGS...]
+  snp-certs refresh [SOURCE] [KDS OPTIONS] [--timeout SECS] PATH
+  snp-certs hold [--timeout SECS] --refresh [SOURCE] [KDS OPTIONS] PATH -- CMD [ARGS...]
   snp-certs help [COMMAND]
 
 Every command takes --help. Exit status 0 on success, 1 on failure, 2 on a
@@ -132,6 +134,7 @@ the rewrite can leave one. PATH must exist.
 
 const HOLD_HELP: &str = "\
 snp-certs hold [--timeout SECS] [--install BLOB [--no-verify]] PATH -- CMD [ARGS...]
+snp-certs hold [--timeout SECS] --refresh [SOURCE] [KDS OPTIONS] PATH -- CMD [ARGS...]
 
 Takes the exclusive OFD lock on the certificate file PATH (waiting at most SECS,
 default 30) and runs CMD while holding it, e.g. a firmware update (SNP_COMMIT,
@@ -142,6 +145,16 @@ CMD runs, as for `install`. Exits with CMD's status
 (128+N if CMD was killed by signal N, 127 if it could not be started).
 CMD gets SNP_CERTS_HOLD=PATH in its environment. SIGTERM, SIGINT and SIGHUP
 sent to hold are passed on to CMD; hold keeps the lock until CMD has ended.
+
+With --refresh (and the SOURCE and KDS options of `refresh`), after CMD
+succeeds hold refreshes the VCEK as `refresh` does, still under the same lock
+(the TCB is read after CMD, so /dev/sev gives the new one); if the refresh
+fails, hold exits 1 and PATH is unchanged. VMMs get BUSY for the whole
+window, fetch included, and a Linux guest gives up after 60 s of BUSY: so
+all of KDS's requests and waits are bounded by --total-timeout, 30 s by
+default here (the cache avoids the fetch when the VCEK was fetched before,
+e.g. by a `refresh --product --chip-id --tcb` for the new TCB ahead of the
+update).
 ";
 
 #[derive(Debug)]
@@ -209,6 +222,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
                 Some("verify") => VERIFY_HELP,
                 Some("install") => INSTALL_HELP,
                 Some("hold") => HOLD_HELP,
+                Some("refresh") => REFRESH_HELP,
                 _ => USAGE,
             };
             print(page)
@@ -219,6 +233,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
         "verify" => cmd_verify(rest),
         "install" => cmd_install(rest),
         "hold" => cmd_hold(rest),
+        "refresh" => cmd_refresh(rest),
         _ => usage(format!(
             "unknown command {:?}",
             args.first()
@@ -944,6 +959,7 @@ fn run_forwarding_signals(cmd: &mut Command) -> std::io::Result<std::process::Ex
 
 fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     let mut timeout = DEFAULT_TIMEOUT;
+    let mut refresh: Option<RefreshArgs> = None;
     let mut install: Option<PathBuf> = None;
     let mut no_verify = false;
     let mut path: Option<PathBuf> = None;
@@ -963,9 +979,15 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
                 idx = idx.saturating_add(1);
             }
             Some("--no-verify") => no_verify = true,
+            Some("--refresh") => refresh = Some(RefreshArgs::for_hold()),
             Some("--") => {
                 cmd = args.get(idx..);
                 break;
+            }
+            Some(s) if refresh.is_some() && RefreshArgs::takes(s) => {
+                if let Some(r) = refresh.as_mut() {
+                    idx = idx.saturating_add(r.take(s, &mut it)?);
+                }
             }
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return usage(format!("hold: unknown option {s}"))
@@ -984,6 +1006,12 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     let Some((prog, prog_args)) = cmd.and_then(|c| c.split_first()) else {
         return usage("hold needs -- CMD [ARGS...]");
     };
+    if refresh.is_some() && install.is_some() {
+        return usage("hold takes --install or --refresh, not both");
+    }
+    if let Some(r) = &refresh {
+        r.check()?;
+    }
     let new_blob = match &install {
         Some(p) => {
             let b = read_input(p)?;
@@ -1004,7 +1032,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     if no_verify && new_blob.is_none() {
         return usage("hold: --no-verify goes with --install");
     }
-    let lock = if new_blob.is_some() {
+    let mut lock = if new_blob.is_some() || refresh.is_some() {
         // The file may not exist yet when --install creates it.
         store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?
     } else {
@@ -1035,6 +1063,11 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
         (None, None) => 1,
     };
     if code == 0 {
+        if let Some(r) = &refresh {
+            let res = refresh_held(r, &path, &mut lock);
+            drop(lock);
+            return res;
+        }
         if let Some(b) = new_blob {
             let newf =
                 store::replace_locked(&path, lock.as_ref(), &b).map_err(|e| store_err(&path, e))?;
@@ -1057,4 +1090,415 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     } else {
         Err(Fail::Status(code))
     }
+}
+
+const REFRESH_HELP: &str = "\
+snp-certs refresh [SOURCE] [KDS OPTIONS] [--timeout SECS] PATH
+
+Makes PATH serve the VCEK for this chip and TCB: finds the product (Milan,
+Genoa, Turin), chip ID and reported TCB, gets the product's ARK and ASK and
+the VCEK from AMD's Key Distribution Service (KDS) or the cache, builds the
+table ARK, ASK, VCEK, verifies it as `verify` does and checks that the VCEK's
+product, hwID and TCB extensions are the ones asked for, then installs it as
+`install` does (exclusive lock, atomic replacement). Nothing changes and KDS
+is not asked when PATH already holds a verified chain whose VCEK is for this
+chip and TCB (\"up to date\", exit 0). On any failure PATH is unchanged.
+
+SOURCE (one of):
+  --from-report FILE   a guest's attestation report (1184 bytes, as snpguest
+                       writes it): REPORTED_TCB, CHIP_ID, and the product
+                       from its CPUID fields (report version 3 and later;
+                       give --product for version 2)
+  --product P --chip-id HEX --tcb bl=N,tee=N,snp=N,ucode=N[,fmc=N]
+                       given explicitly (HEX: 64 bytes, or 8 on Turin;
+                       fmc on Turin only)
+  (none)               this host's firmware: SNP_PLATFORM_STATUS and
+                       SEV_GET_ID2 on /dev/sev (--sev-device PATH), the
+                       product from CPUID
+KDS OPTIONS:
+  --kds-url URL        default https://kdsintf.amd.com
+  --cache-dir DIR      default /var/cache/snp-certs: each VCEK (by product,
+                       chip and TCB) and each product's chain is fetched once
+                       and kept once it verified; --no-cache skips it
+  --proxy URL          HTTP proxy, http://[user:password@]host:port (HTTPS
+                       goes through it with CONNECT); the *_proxy
+                       environment variables are not read
+  --http-timeout SECS  per request (connect, send, whole body); default 30
+  --max-wait SECS      total wait between retries; default 60
+  --total-timeout SECS all requests and waits together; default none (0),
+                       30 for `hold --refresh`
+  --retry-delay SECS   first backoff delay, doubled per retry; default 1
+  --crl                also serve AMD's CRL for the product: fetched from
+                       KDS on every refresh (never cached), checked (issued
+                       and signed by the ARK, already in force) and refused
+                       if it revokes the ASK or the VCEK; an installed CRL
+                       past its nextUpdate makes the blob out of date
+HTTP 429 and 5xx, timeouts and cut-short bodies are retried (5 requests at
+most), waiting as Retry-After says or with the backoff, never more than
+--max-wait in total; 404 and other statuses are final.
+--timeout SECS: wait for the lock, as for `install` (default 30).
+
+VLEK hosts are not supported: KDS gives VLEKs only to the cloud provider that
+registered them. refresh refuses a report signed with a VLEK, a host whose
+firmware has a VLEK loaded, and an installed blob that serves a VLEK; build
+such blobs with `build --vlek` and install them with `install`.
+Inside `snp-certs hold` of the same PATH use `hold --refresh`.
+";
+
+/// The SOURCE and KDS options of `refresh` and `hold --refresh`.
+#[derive(Default)]
+struct RefreshArgs {
+    report: Option<PathBuf>,
+    product: Option<snp_certs::report::Product>,
+    chip_id: Option<Vec<u8>>,
+    tcb: Option<snp_certs::report::TcbVersion>,
+    sev_device: Option<PathBuf>,
+    kds_url: Option<String>,
+    cache_dir: Option<PathBuf>,
+    no_cache: bool,
+    crl: bool,
+    proxy: Option<String>,
+    policy: snp_certs::kds::RetryPolicy,
+}
+
+fn parse_hex(v: &OsStr) -> Result<Vec<u8>, Fail> {
+    let s = v.to_str().unwrap_or("");
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    let bytes = s.as_bytes();
+    if bytes.is_empty() || bytes.len() % 2 != 0 {
+        return usage(format!("--chip-id wants hex bytes, got {s:?}"));
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| Fail::Usage(format!("--chip-id wants hex bytes, got {s:?}")))
+}
+
+fn parse_secs(v: &OsStr, name: &str, max: u64) -> Result<Duration, Fail> {
+    let s = v.to_str().unwrap_or("");
+    match s
+        .parse::<f64>()
+        .ok()
+        .and_then(|f| Duration::try_from_secs_f64(f).ok())
+    {
+        Some(d) if d <= Duration::from_secs(max) => Ok(d),
+        _ => usage(format!(
+            "{name} wants seconds between 0 and {max}, got {s:?}"
+        )),
+    }
+}
+
+/// `hold --refresh`'s default budget for everything KDS takes: VMMs answer
+/// BUSY meanwhile, and a Linux guest gives up after 60 s of BUSY.
+const HOLD_REFRESH_TOTAL: Duration = Duration::from_secs(30);
+
+impl RefreshArgs {
+    fn for_hold() -> RefreshArgs {
+        let mut r = RefreshArgs::default();
+        r.policy.total = Some(HOLD_REFRESH_TOTAL);
+        r
+    }
+
+    fn takes(opt: &str) -> bool {
+        matches!(
+            opt,
+            "--from-report"
+                | "--product"
+                | "--chip-id"
+                | "--tcb"
+                | "--sev-device"
+                | "--kds-url"
+                | "--cache-dir"
+                | "--no-cache"
+                | "--crl"
+                | "--proxy"
+                | "--http-timeout"
+                | "--total-timeout"
+                | "--max-wait"
+                | "--retry-delay"
+        )
+    }
+
+    /// Takes option `opt` (and its value from `it`); returns how many values
+    /// it consumed.
+    fn take(&mut self, opt: &str, it: &mut std::slice::Iter<'_, OsString>) -> Result<usize, Fail> {
+        match opt {
+            "--no-cache" => self.no_cache = true,
+            "--crl" => self.crl = true,
+            _ => {}
+        }
+        if matches!(opt, "--no-cache" | "--crl") {
+            return Ok(0);
+        }
+        let v = value(it, opt)?;
+        let once = |set: bool| {
+            if set {
+                usage(format!("{opt} given twice"))
+            } else {
+                Ok(())
+            }
+        };
+        match opt {
+            "--from-report" => set_once(&mut self.report, v, opt)?,
+            "--sev-device" => set_once(&mut self.sev_device, v, opt)?,
+            "--cache-dir" => set_once(&mut self.cache_dir, v, opt)?,
+            "--product" => {
+                once(self.product.is_some())?;
+                let s = v.to_str().unwrap_or("");
+                self.product = Some(snp_certs::report::Product::parse(s).ok_or_else(|| {
+                    Fail::Usage(format!("--product wants Milan, Genoa or Turin, got {s:?}"))
+                })?);
+            }
+            "--chip-id" => {
+                once(self.chip_id.is_some())?;
+                self.chip_id = Some(parse_hex(v)?);
+            }
+            "--tcb" => {
+                once(self.tcb.is_some())?;
+                let t = snp_certs::report::TcbVersion::parse(v.to_str().unwrap_or(""))
+                    .map_err(|e| Fail::Usage(format!("--tcb: {e}")))?;
+                self.tcb = Some(t);
+            }
+            "--kds-url" => {
+                once(self.kds_url.is_some())?;
+                let u = v.to_str().unwrap_or("");
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    return usage(format!("--kds-url wants an http(s):// URL, got {u:?}"));
+                }
+                self.kds_url = Some(u.to_string());
+            }
+            "--proxy" => {
+                once(self.proxy.is_some())?;
+                self.proxy = Some(v.to_str().unwrap_or("").to_string());
+            }
+            "--http-timeout" => {
+                self.policy.request_timeout = parse_secs(v, opt, 600)?;
+                if self.policy.request_timeout.is_zero() {
+                    return usage("--http-timeout must be above 0");
+                }
+            }
+            "--max-wait" => self.policy.max_wait = parse_secs(v, opt, 3600)?,
+            "--total-timeout" => {
+                let t = parse_secs(v, opt, 3600)?;
+                self.policy.total = (!t.is_zero()).then_some(t);
+            }
+            "--retry-delay" => self.policy.base_delay = parse_secs(v, opt, 600)?,
+            _ => return usage(format!("unknown option {opt}")),
+        }
+        Ok(1)
+    }
+
+    /// Usage checks that need all options.
+    fn check(&self) -> Result<(), Fail> {
+        let explicit = self.chip_id.is_some() || self.tcb.is_some();
+        if self.report.is_some() && explicit {
+            return usage("--from-report and --chip-id/--tcb exclude each other");
+        }
+        if explicit && (self.chip_id.is_none() || self.tcb.is_none() || self.product.is_none()) {
+            return usage("an explicit target needs --product, --chip-id and --tcb");
+        }
+        if self.sev_device.is_some() && (explicit || self.report.is_some()) {
+            return usage(
+                "--sev-device is for reading /dev/sev; not with --from-report or --chip-id",
+            );
+        }
+        if self.product.is_some() && !explicit && self.report.is_none() {
+            return usage("--product goes with --from-report or --chip-id and --tcb");
+        }
+        self.kds().map(drop) // a bad --proxy is a usage error before anything runs
+    }
+
+    /// The VCEK to have, from the report, the options or /dev/sev.
+    fn target(&self) -> Result<snp_certs::refresh::Target, Fail> {
+        let mut t = self.vcek_target()?;
+        t.crl = self.crl;
+        Ok(t)
+    }
+
+    fn vcek_target(&self) -> Result<snp_certs::refresh::Target, Fail> {
+        use snp_certs::refresh::Target;
+        let run = |e: snp_certs::refresh::RefreshError| Fail::Run(e.to_string());
+        if let Some(p) = &self.report {
+            let raw = read_input(p)?;
+            let info = snp_certs::report::parse_report(&raw)
+                .map_err(|e| Fail::Run(format!("{}: {e}", p.display())))?;
+            return Target::from_report(&info, self.product)
+                .map_err(|e| Fail::Run(format!("{}: {e}", p.display())));
+        }
+        if let (Some(product), Some(chip), Some(tcb)) = (self.product, &self.chip_id, self.tcb) {
+            return Target::new(product, chip, tcb).map_err(run);
+        }
+        let dev = self
+            .sev_device
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(snp_certs::sevdev::SEV_DEVICE));
+        let host = snp_certs::sevdev::query(&dev).map_err(|e| Fail::Run(e.to_string()))?;
+        Target::from_host(&host).map_err(run)
+    }
+
+    fn kds(&self) -> Result<snp_certs::kds::Kds, Fail> {
+        let cache = if self.no_cache {
+            None
+        } else {
+            Some(
+                self.cache_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(snp_certs::kds::DEFAULT_CACHE_DIR)),
+            )
+        };
+        snp_certs::kds::Kds::new(
+            self.kds_url
+                .as_deref()
+                .unwrap_or(snp_certs::kds::DEFAULT_KDS_URL),
+            self.policy.clone(),
+            cache,
+            self.proxy.as_deref(),
+        )
+        .map_err(Fail::Usage)
+    }
+}
+
+fn describe_fetch(f: &snp_certs::refresh::Fetched, kds: &snp_certs::kds::Kds) -> String {
+    use snp_certs::kds::Source;
+    let from = |s: Source| match s {
+        Source::Kds => "KDS",
+        Source::Cache => "cache",
+    };
+    format!(
+        "VCEK from {}, ARK/ASK from {}, {} KDS request(s)",
+        from(f.vcek_from),
+        from(f.chain_from),
+        kds.requests()
+    )
+}
+
+fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
+    use snp_certs::refresh::{self, Outcome};
+    let mut r = RefreshArgs::default();
+    let mut timeout = DEFAULT_TIMEOUT;
+    let mut path: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-h" | "--help") => return print(REFRESH_HELP),
+            Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
+            Some(s) if RefreshArgs::takes(s) => {
+                r.take(s, &mut it)?;
+            }
+            Some(s) if s.starts_with('-') && s.len() > 1 => {
+                return usage(format!("refresh: unknown option {s}"))
+            }
+            _ if path.is_some() => return usage("refresh takes one PATH"),
+            _ => path = Some(PathBuf::from(a)),
+        }
+    }
+    let Some(path) = path else {
+        return usage("refresh needs PATH");
+    };
+    r.check()?;
+    if held_by_parent(&path) {
+        return run_err(format!(
+            "{}: held by an enclosing `snp-certs hold` (it has the exclusive lock); use `snp-certs hold --refresh ... PATH -- CMD`",
+            path.display()
+        ));
+    }
+    let target = r.target()?;
+    let at = now()?;
+    let fail = |e: refresh::RefreshError| Fail::Run(format!("{}: {e}", path.display()));
+    // Up to date already? Then KDS is not asked at all.
+    match store::read_locked(&path, Some(timeout)) {
+        Ok((l, cur)) => {
+            drop(l);
+            refresh::refuse_vlek_blob(&cur).map_err(fail)?;
+            if refresh::problems_for(&cur, &target, at, true).is_empty() {
+                return print(&format!(
+                    "{} is up to date: it serves the VCEK for {target}; nothing fetched\n",
+                    path.display()
+                ));
+            }
+        }
+        Err(StoreError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(StoreError::Table(_)) => {} // replaced below
+        Err(e) => return Err(store_err(&path, e)),
+    }
+    // Fetch before taking the exclusive lock: VMMs keep serving meanwhile.
+    let mut kds = r.kds()?;
+    let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
+    let mut tries = 0u32;
+    let outcome = loop {
+        let mut lock =
+            store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?;
+        match refresh::install_locked(&path, &mut lock, &fetched.blob, &target, at) {
+            // PATH did not exist and another installer created it meanwhile
+            // (the first install never clobbers): lock theirs and look again.
+            Err(refresh::RefreshError::Store(StoreError::Io { err, .. }))
+                if lock.is_none()
+                    && err.kind() == std::io::ErrorKind::AlreadyExists
+                    && tries < 3 =>
+            {
+                tries = tries.saturating_add(1);
+            }
+            r => break r.map_err(fail)?,
+        }
+    };
+    match outcome {
+        Outcome::UpToDate => print(&format!(
+            "{} is up to date (installed meanwhile by someone else): it serves the VCEK for {target}\n",
+            path.display()
+        )),
+        Outcome::Installed => print(&format!(
+            "installed the VCEK for {target} at {} ({} bytes; {})\n",
+            path.display(),
+            fetched.blob.len(),
+            describe_fetch(&fetched, &kds)
+        )),
+    }
+}
+
+/// `hold --refresh`: after CMD, under hold's exclusive lock (never taken
+/// again here: the same lock handle is read and replaced).
+fn refresh_held(
+    r: &RefreshArgs,
+    path: &Path,
+    lock: &mut Option<store::LockedFile>,
+) -> Result<(), Fail> {
+    use snp_certs::refresh::{self, Outcome};
+    let fail = |e: refresh::RefreshError| {
+        Fail::Run(format!(
+            "hold: refresh after the command failed, {} unchanged: {e}",
+            path.display()
+        ))
+    };
+    let target = r.target()?;
+    let at = now()?;
+    if let Some(cur) = refresh::read_held(lock).map_err(fail)? {
+        refresh::refuse_vlek_blob(&cur).map_err(fail)?;
+        if refresh::problems_for(&cur, &target, at, true).is_empty() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "snp-certs: hold: {} is up to date: it serves the VCEK for {target}",
+                path.display()
+            );
+            return Ok(());
+        }
+    }
+    let mut kds = r.kds()?;
+    let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
+    match refresh::install_locked(path, lock, &fetched.blob, &target, at).map_err(fail)? {
+        Outcome::UpToDate => {}
+        Outcome::Installed => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "snp-certs: hold: installed the VCEK for {target} at {} ({})",
+                path.display(),
+                describe_fetch(&fetched, &kds)
+            );
+        }
+    }
+    Ok(())
 }

@@ -329,7 +329,22 @@ fn signed_by(cert: &Certificate, signer: &Certificate) -> Result<(), String> {
     if cert.signature_algorithm != cert.tbs_certificate.signature {
         return Err("signatureAlgorithm differs from the algorithm inside the signed part".into());
     }
-    check_pss_params(&cert.signature_algorithm)?;
+    let msg = cert
+        .tbs_certificate
+        .to_der()
+        .map_err(|e| format!("cannot re-encode the signed part: {e}"))?;
+    pss_signed(&msg, &cert.signature_algorithm, &cert.signature, signer)
+}
+
+/// Checks that `signer`'s RSA key made `sig` over `msg` with AMD's
+/// RSASSA-PSS parameters (`alg`).
+fn pss_signed(
+    msg: &[u8],
+    alg: &x509_cert::spki::AlgorithmIdentifierOwned,
+    sig: &x509_cert::der::asn1::BitString,
+    signer: &Certificate,
+) -> Result<(), String> {
+    check_pss_params(alg)?;
     let key = rsa::RsaPublicKey::try_from(
         signer
             .tbs_certificate
@@ -337,19 +352,61 @@ fn signed_by(cert: &Certificate, signer: &Certificate) -> Result<(), String> {
             .owned_to_ref(),
     )
     .map_err(|e| format!("the signer's key is not a usable RSA key: {e}"))?;
-    let msg = cert
-        .tbs_certificate
-        .to_der()
-        .map_err(|e| format!("cannot re-encode the signed part: {e}"))?;
-    let sig_bytes = cert
-        .signature
+    let sig_bytes = sig
         .as_bytes()
         .ok_or("signature BIT STRING has unused bits")?;
     let sig = rsa::pss::Signature::try_from(sig_bytes)
         .map_err(|e| format!("malformed RSA signature: {e}"))?;
     rsa::pss::VerifyingKey::<sha2::Sha384>::new_with_salt_len(key, usize::from(PSS_SALT_LEN))
-        .verify(&msg, &sig)
+        .verify(msg, &sig)
         .map_err(|_| "signature does not verify with the signer's key".to_string())
+}
+
+/// Checks a certificate revocation list as AMD's KDS serves it
+/// (`/vcek/v1/{product}/crl`, DER): issued and signed by the ARK `ark_der`
+/// (RSASSA-PSS with AMD's parameters), `thisUpdate` not after `at`. Returns
+/// the serial numbers it revokes (big-endian bytes as encoded) and its
+/// `nextUpdate`, if any, as time since the epoch.
+pub fn check_crl(
+    crl_der: &[u8],
+    ark_der: &[u8],
+    at: Duration,
+) -> Result<(Vec<Vec<u8>>, Option<Duration>), String> {
+    let crl = x509_cert::crl::CertificateList::from_der(crl_der)
+        .map_err(|e| format!("not a DER certificate revocation list: {e}"))?;
+    let ark = Certificate::from_der(ark_der).map_err(|e| format!("ARK: {e}"))?;
+    let tbs = &crl.tbs_cert_list;
+    if tbs.issuer != ark.tbs_certificate.subject {
+        return Err(format!(
+            "CRL issuer \"{}\" is not the ARK \"{}\"",
+            tbs.issuer, ark.tbs_certificate.subject
+        ));
+    }
+    if crl.signature_algorithm != tbs.signature {
+        return Err("CRL signatureAlgorithm differs from the one inside the signed part".into());
+    }
+    let msg = tbs
+        .to_der()
+        .map_err(|e| format!("cannot re-encode the CRL's signed part: {e}"))?;
+    pss_signed(&msg, &crl.signature_algorithm, &crl.signature, &ark)
+        .map_err(|e| format!("CRL signed by the ARK: {e}"))?;
+    if tbs.this_update.to_unix_duration() > at {
+        return Err(format!("CRL not valid before {}", tbs.this_update));
+    }
+    let revoked = tbs
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .map(|r| r.serial_number.as_bytes().to_vec())
+        .collect();
+    Ok((revoked, tbs.next_update.map(|t| t.to_unix_duration())))
+}
+
+/// The serial number of a DER certificate, as encoded.
+pub fn serial_of(der: &[u8]) -> Option<Vec<u8>> {
+    Certificate::from_der(der)
+        .ok()
+        .map(|c| c.tbs_certificate.serial_number.as_bytes().to_vec())
 }
 
 /// The signature algorithm must be id-RSASSA-PSS with SHA-384, MGF1-SHA-384,
