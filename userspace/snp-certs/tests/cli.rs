@@ -1,62 +1,12 @@
 //! The `snp-certs` command line: exit codes, messages, hostile input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+
+use std::path::Path;
+use std::process::Command;
 
 use snp_certs::table::{self, Builder, CertKind};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_snp-certs"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("snp-certs-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Minimal DER SEQUENCE of n content bytes (the CLI checks DER framing only).
-fn der(fill: u8, n: usize) -> Vec<u8> {
-    assert!(n < 0x10000);
-    let mut v = vec![0x30, 0x82, (n >> 8) as u8, n as u8];
-    v.extend(std::iter::repeat(fill).take(n));
-    v
-}
-
-fn pem(d: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b = String::new();
-    for c in d.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                b.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                b.push('=');
-            }
-        }
-    }
-    let lines: Vec<String> = b
-        .as_bytes()
-        .chunks(64)
-        .map(|l| String::from_utf8(l.to_vec()).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
-}
+use support::{bin, der, pem, run, s, tmpdir};
 
 #[test]
 fn help_on_every_command() {
@@ -110,7 +60,7 @@ fn usage_errors_exit_2_on_stderr() {
 
 #[test]
 fn build_inspect_install_hold() {
-    let d = dir("flow");
+    let d = tmpdir("flow");
     let (ark, ask, vcek, crl) = (
         d.join("ark.pem"),
         d.join("ask.der"),
@@ -268,7 +218,7 @@ fn build_inspect_install_hold() {
 
 #[test]
 fn hostile_inputs_fail_cleanly() {
-    let d = dir("hostile");
+    let d = tmpdir("hostile");
     let w = |name: &str, data: &[u8]| {
         let p = d.join(name);
         std::fs::write(&p, data).unwrap();
@@ -359,7 +309,7 @@ fn hostile_inputs_fail_cleanly() {
 
 #[test]
 fn build_refuses_keys_and_one_certificate_in_two_roles() {
-    let d = dir("keys");
+    let d = tmpdir("keys");
     let w = |name: &str, data: &[u8]| {
         let p = d.join(name);
         std::fs::write(&p, data).unwrap();
@@ -417,7 +367,7 @@ fn build_refuses_keys_and_one_certificate_in_two_roles() {
 
 #[test]
 fn hold_forwards_sigterm_and_keeps_the_lock_until_cmd_ends() {
-    let d = dir("holdsig");
+    let d = tmpdir("holdsig");
     let certs = d.join("certs");
     let blob = Builder::new()
         .add_kind(CertKind::Vlek, der(7, 40))
@@ -497,7 +447,7 @@ fn hold_forwards_sigterm_and_keeps_the_lock_until_cmd_ends() {
 #[test]
 fn install_in_place() {
     use std::os::unix::fs::MetadataExt;
-    let d = dir("inplace");
+    let d = tmpdir("inplace");
     let p = d.join("certs");
     let b1 = Builder::new()
         .add_kind(CertKind::Vcek, der(1, 100))

@@ -6,11 +6,14 @@
 //! GHCB layout (24-byte entries, string-order GUIDs, data after the
 //! terminator).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
 use snp_certs::table;
+use support::{der, pem, pem_block, s, tmpdir};
 
 const ARK_GUID: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
 const ASK_GUID: &str = "4ab7b379-bbac-4fe4-a02f-05aef327c782";
@@ -27,61 +30,7 @@ fn run(args: &[&str]) -> Output {
     if args.first() == Some(&"build") {
         args.insert(1, "--no-verify");
     }
-    Command::new(env!("CARGO_BIN_EXE_snp-certs"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("snp-certs-inputs-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Minimal DER SEQUENCE of n content bytes.
-fn der(fill: u8, n: usize) -> Vec<u8> {
-    let mut v = vec![0x30, 0x82, (n >> 8) as u8, n as u8];
-    v.extend(std::iter::repeat(fill).take(n));
-    v
-}
-
-fn b64(d: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b = String::new();
-    for c in d.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                b.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                b.push('=');
-            }
-        }
-    }
-    b.as_bytes()
-        .chunks(64)
-        .map(|l| String::from_utf8(l.to_vec()).unwrap())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn pem_block(label: &str, d: &[u8]) -> String {
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        b64(d)
-    )
-}
-
-fn pem(d: &[u8]) -> String {
-    pem_block("CERTIFICATE", d)
+    support::run(&args)
 }
 
 /// The blob's entries as (GUID string, data).
@@ -117,7 +66,7 @@ fn fails_with(o: &Output, code: i32, want: &str) {
 
 #[test]
 fn build_dir_as_snphost_writes_it() {
-    let d = dir("snphost");
+    let d = tmpdir("snphost");
     let certs = d.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     let (ark, ask, vcek, crl) = (der(1, 300), der(2, 280), der(3, 200), der(4, 50));
@@ -160,7 +109,7 @@ fn build_dir_as_snphost_writes_it() {
 
 #[test]
 fn build_dir_as_amd_kds_serves_it() {
-    let d = dir("kds");
+    let d = tmpdir("kds");
     let certs = d.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     let (ask, ark, vcek, crl) = (der(2, 280), der(1, 300), der(3, 200), der(4, 60));
@@ -203,7 +152,7 @@ fn build_dir_as_amd_kds_serves_it() {
 
 #[test]
 fn vcek_only_blob_and_other_entries() {
-    let d = dir("vcekonly");
+    let d = tmpdir("vcekonly");
     let (v, e1, e2) = (d.join("vcek.pem"), d.join("e1.der"), d.join("e2.pem"));
     let (vcek, x1, x2) = (der(3, 200), der(0x11, 40), der(0x22, 30));
     std::fs::write(&v, pem(&vcek)).unwrap();
@@ -258,7 +207,7 @@ fn vcek_only_blob_and_other_entries() {
 
 #[test]
 fn build_input_errors() {
-    let d = dir("errors");
+    let d = tmpdir("errors");
     let out = d.join("blob");
     let mk = |name: &str, files: &[(&str, Vec<u8>)]| {
         let p = d.join(name);
@@ -454,7 +403,7 @@ fn build_input_errors() {
 
 #[test]
 fn inspect_json() {
-    let d = dir("json");
+    let d = tmpdir("json");
     // A file name that needs escaping: quote, backslash, tab, newline, a
     // control character, non-ASCII.
     let name = "blob \"q\" \\ \t\n\u{1} é";

@@ -7,33 +7,19 @@
 
 #![cfg(feature = "kds")]
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use snp_certs::table::{self, CertKind};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_snp-certs"))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::{bin, ec_key, issue, openssl, out, rsa_key, s, tmpdir, AMD_SIG, ARK_CN, ASK_CN};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -48,109 +34,21 @@ struct Ca {
     made: Mutex<HashMap<String, Vec<u8>>>,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let o = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the openssl command line (Debian package openssl)");
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-const PSS: [&str; 7] = [
-    "-sha384",
-    "-sigopt",
-    "rsa_padding_mode:pss",
-    "-sigopt",
-    "rsa_pss_saltlen:48",
-    "-sigopt",
-    "rsa_mgf1_md:sha384",
-];
-
 /// The test's ARK and ASK (made once per test binary), and VCEKs on demand.
 fn ca() -> &'static Ca {
     static CA: OnceLock<Ca> = OnceLock::new();
     CA.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("snp-certs-refresh-ca-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tmpdir("ca");
         std::fs::write(
             dir.join("ca.cnf"),
             "[ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n",
         )
         .unwrap();
         for k in ["ark", "ask"] {
-            openssl(
-                &dir,
-                &[
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    &format!("{k}.key"),
-                ],
-            );
+            rsa_key(&dir, k);
         }
-        let mut a = vec![
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "ark.key",
-            "-subj",
-            "/CN=ARK-Test/O=snp-certs tests",
-            "-days",
-            "3650",
-            "-set_serial",
-            "1",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-out",
-            "ark.pem",
-        ];
-        a.extend(PSS);
-        openssl(&dir, &a);
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-new",
-                "-key",
-                "ask.key",
-                "-subj",
-                "/CN=SEV-Test/O=snp-certs tests",
-                "-out",
-                "ask.csr",
-            ],
-        );
-        let mut a = vec![
-            "x509",
-            "-req",
-            "-in",
-            "ask.csr",
-            "-CA",
-            "ark.pem",
-            "-CAkey",
-            "ark.key",
-            "-set_serial",
-            "2",
-            "-days",
-            "3650",
-            "-extfile",
-            "ca.cnf",
-            "-extensions",
-            "ca",
-            "-out",
-            "ask.pem",
-        ];
-        a.extend(PSS);
-        openssl(&dir, &a);
+        support::root(&dir, "ark", ARK_CN, "1", &AMD_SIG);
+        issue(&dir, "ask", ASK_CN, "ark", "2", ("ca.cnf", "ca"), &AMD_SIG);
         // CRLs signed by the ARK as AMD signs them: one revoking nothing,
         // then one revoking the ASK.
         std::fs::write(dir.join("index.txt"), "").unwrap();
@@ -163,7 +61,7 @@ fn ca() -> &'static Ca {
         .unwrap();
         let gencrl = |out: &str| {
             let mut a = vec!["ca", "-config", "crl.cnf", "-gencrl", "-out", out];
-            a.extend(&PSS[1..]);
+            a.extend(&AMD_SIG[1..]);
             openssl(&dir, &a);
         };
         gencrl("crl-none.pem");
@@ -217,60 +115,19 @@ impl Ca {
         }
         let n = self.n.fetch_add(1, Ordering::SeqCst);
         let name = format!("vcek{n}");
-        std::fs::write(self.dir.join(format!("{name}.cnf")), &ext).unwrap();
-        openssl(
+        let cnf = format!("{name}.cnf");
+        std::fs::write(self.dir.join(&cnf), &ext).unwrap();
+        ec_key(&self.dir, &name, "P-384");
+        issue(
             &self.dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-384",
-                "-out",
-                &format!("{name}.key"),
-            ],
-        );
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-new",
-                "-key",
-                &format!("{name}.key"),
-                "-subj",
-                "/CN=SEV-VCEK",
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        );
-        let (csr, cnf, pem) = (
-            format!("{name}.csr"),
-            format!("{name}.cnf"),
-            format!("{name}.pem"),
-        );
-        let mut a = vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ask.pem",
-            "-CAkey",
-            "ask.key",
-            "-set_serial",
+            &name,
+            "/CN=SEV-VCEK",
+            "ask",
             "0",
-            "-days",
-            "3650",
-            "-extfile",
-            &cnf,
-            "-extensions",
-            "leaf",
-            "-out",
-            &pem,
-        ];
-        a.extend(PSS);
-        openssl(&self.dir, &a);
-        let der = self.der(&pem);
+            (&cnf, "leaf"),
+            &AMD_SIG,
+        );
+        let der = self.der(&format!("{name}.pem"));
         self.made.lock().unwrap().insert(ext, der.clone());
         der
     }
@@ -420,13 +277,6 @@ fn report(version: u32, signing_key: u32, tcb: [u8; 8], fam_mod: (u8, u8), chip:
 /// Milan TCB_VERSION bytes: [bootloader, tee, 0, 0, 0, 0, snp, microcode].
 fn milan_tcb_bytes(t: (u8, u8, u8, u8, Option<u8>)) -> [u8; 8] {
     [t.0, t.1, 0, 0, 0, 0, t.2, t.3]
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("snp-certs-refresh-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A stand-in that serves the chain and the VCEKs `vceks` by path.

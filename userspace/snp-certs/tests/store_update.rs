@@ -2,30 +2,18 @@
 //! only the lock-on-path scheme, without the inode re-check), and the
 //! temporaries of concurrent updaters.
 
+mod support;
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use snp_certs::store::{self, BlobServer, LockKind, StoreError};
-use snp_certs::table::{Builder, CertKind};
-
-fn blob(fill: u8, n: usize) -> Vec<u8> {
-    Builder::new()
-        .add_kind(CertKind::Vcek, vec![fill; n])
-        .build()
-        .unwrap()
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("snp-certs-update-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use support::{blob, tmpdir};
 
 /// A VMM that follows only "take a shared OFD lock on the path" and keeps
 /// its descriptor open between requests, without re-checking the inode.

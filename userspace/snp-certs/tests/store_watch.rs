@@ -4,33 +4,21 @@
 //! The tests of this file share the process-wide watch registry, so they run
 //! one at a time (`SERIAL`) to make its watch count exact.
 
+mod support;
+
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use snp_certs::store::{self, BlobServer, LockKind};
-use snp_certs::table::{Builder, CertKind};
 use snp_certs::watch;
+use support::{blob, tmpdir};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn blob(fill: u8, n: usize) -> Vec<u8> {
-    Builder::new()
-        .add_kind(CertKind::Vcek, vec![fill; n])
-        .build()
-        .unwrap()
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("snp-certs-watch-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Rewrites the file `path` names in place, under the exclusive lock, as a

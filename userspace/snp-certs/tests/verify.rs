@@ -4,25 +4,16 @@
 //! MGF1-SHA-384, salt 48; a P-384 leaf with AMD's extensions), plus chains
 //! that break one rule each.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use snp_certs::table::{Builder, CertKind};
 use snp_certs::verify::{verify_table, ChainReport, Role, Tcb};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_snp-certs"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{run, s, tmpdir, AMD_SIG, ARK_CN, ASK_CN};
 
 fn amd(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -294,41 +285,12 @@ basicConstraints = critical,CA:TRUE
 ";
 
 impl Ca {
-    fn openssl(&self, args: &[&str]) {
-        let o = Command::new("openssl")
-            .current_dir(&self.dir)
-            .args(args)
-            .output()
-            .expect("the openssl command line (Debian package openssl)");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-
     fn rsa_key(&self, name: &str) {
-        self.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            &format!("{name}.key"),
-        ]);
+        support::rsa_key(&self.dir, name);
     }
 
     fn ec_key(&self, name: &str, curve: &str) {
-        self.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            &format!("ec_paramgen_curve:{curve}"),
-            "-out",
-            &format!("{name}.key"),
-        ]);
+        support::ec_key(&self.dir, name, curve);
     }
 
     fn sig_args(sig: Sig) -> Vec<&'static str> {
@@ -344,7 +306,7 @@ impl Ca {
             ]
         };
         match sig {
-            Sig::Amd => pss("-sha384", "rsa_pss_saltlen:48", "rsa_mgf1_md:sha384"),
+            Sig::Amd => AMD_SIG.to_vec(),
             Sig::PssSalt32 => pss("-sha384", "rsa_pss_saltlen:32", "rsa_mgf1_md:sha384"),
             Sig::PssSha256 => pss("-sha256", "rsa_pss_saltlen:48", "rsa_mgf1_md:sha256"),
             Sig::Pkcs1v15 => vec!["-sha384"],
@@ -354,71 +316,14 @@ impl Ca {
     /// Self-signed root `name` with subject `cn`.
     fn root(&self, name: &str, cn: &str) {
         self.rsa_key(name);
-        let mut a = vec![
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            cn,
-            "-days",
-            "3650",
-            "-set_serial",
-            "65536",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-out",
-            &format!("{name}.pem"),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        a.extend(Self::sig_args(Sig::Amd).into_iter().map(String::from));
-        self.openssl(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        support::root(&self.dir, name, cn, "65536", &AMD_SIG);
     }
 
     /// Certificate `name` for key `name.key`, subject `cn`, signed by `signer`
     /// with `sig`, extensions from section `ext` of [`EXT`].
     fn issue(&self, name: &str, cn: &str, signer: &str, sig: Sig, ext: &str) {
-        self.openssl(&[
-            "req",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            cn,
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        let (csr, ca, cakey, out) = (
-            format!("{name}.csr"),
-            format!("{signer}.pem"),
-            format!("{signer}.key"),
-            format!("{name}.pem"),
-        );
-        let mut a = vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &cakey,
-            "-set_serial",
-            "7",
-            "-days",
-            "3650",
-            "-extfile",
-            "ext.cnf",
-            "-extensions",
-            ext,
-            "-out",
-            &out,
-        ];
-        a.extend(Self::sig_args(sig));
-        self.openssl(&a);
+        let sig = Self::sig_args(sig);
+        support::issue(&self.dir, name, cn, signer, "7", ("ext.cnf", ext), &sig);
     }
 
     fn der(&self, name: &str) -> Vec<u8> {
@@ -431,16 +336,11 @@ impl Ca {
     }
 }
 
-const ARK_CN: &str = "/CN=ARK-Test/O=snp-certs tests";
-const ASK_CN: &str = "/CN=SEV-Test/O=snp-certs tests";
-
 /// All test chains, made once per test binary.
 fn ca() -> &'static Ca {
     static CA: OnceLock<Ca> = OnceLock::new();
     CA.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("snp-certs-verify-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tmpdir("ca");
         std::fs::write(dir.join("ext.cnf"), EXT).unwrap();
         let c = Ca { dir };
         c.root("ark", ARK_CN);
