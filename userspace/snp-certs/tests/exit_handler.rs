@@ -7,6 +7,7 @@
 //! the real file lock: whether an exclusive lock (an updater) can be had.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,43 +15,21 @@ use std::time::{Duration, Instant};
 use common::*;
 use snp_certs::kvm::kvm_run;
 use snp_certs::store::{self, BlobServer, LockKind, StoreError};
-use snp_certs::table::{Builder, CertKind};
 use snp_certs::vmgexit::*;
+use support::{chain_blob, tmpdir};
 
 const BASE: u64 = 0x10_0000;
 /// Guest memory is filled with this, so that any write shows.
 const FILL: u8 = 0xee;
-
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("snp-certs-exit-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// ARK+ASK+VCEK totalling `size` bytes.
-fn blob(size: usize) -> Vec<u8> {
-    let data = size - 4 * 24;
-    let a = data / 3;
-    let b = Builder::new()
-        .allow_oversize(true)
-        .add_kind(CertKind::Ark, vec![0xa1; a])
-        .add_kind(CertKind::Ask, vec![0xa2; a])
-        .add_kind(CertKind::Vcek, vec![0xa3; data - 2 * a])
-        .build()
-        .unwrap();
-    assert_eq!(b.len(), size);
-    b
-}
 
 type Handler = ReqCertsHandler<BlobServer>;
 /// A host fault: its name and how to make it.
 type Fault = (&'static str, fn(&Path));
 
 fn setup(tag: &str, size: usize) -> (PathBuf, PathBuf, Vec<u8>, Handler) {
-    let d = dir(tag);
+    let d = tmpdir(tag);
     let p = d.join("certs");
-    let b = blob(size);
+    let b = chain_blob(size);
     store::install(&p, &b, None).unwrap();
     let s = BlobServer::new(&p)
         .unwrap()
@@ -703,7 +682,7 @@ fn host_faults_follow_the_policy_and_are_never_generic() {
             assert_eq!(after(&mut h, &mut k, r), Ok(Step::NotOurs));
         }
         // Certificates again: served.
-        let b = blob(3000);
+        let b = chain_blob(3000);
         store::install(&p, &b, None).unwrap();
         let mut k = kvm(1);
         let r = k.request(BASE, 1);
@@ -833,7 +812,7 @@ fn update_between_requests_is_served() {
     assert_eq!(after(&mut h, &mut k, r), certificates(3000, true));
     let r = run(&mut k, &p, Inject::None, Guest::Halt);
     assert_eq!(after(&mut h, &mut k, r), Ok(Step::Done));
-    let nb = blob(6000);
+    let nb = chain_blob(6000);
     store::install(&p, &nb, Some(Duration::from_secs(5))).unwrap();
     let r = run(
         &mut k,

@@ -5,43 +5,23 @@
 //! (api.rst, uapi headers), written out as literals in `tests/common`.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
 use snp_certs::store::{self, BlobServer, LockKind, StoreError};
-use snp_certs::table::{Builder, CertKind};
 use snp_certs::vmgexit::*;
+use support::{chain_blob, tmpdir};
 
 const BASE: u64 = 0x10_0000;
 const FILL: u8 = 0xee;
 
 type Handler = ReqCertsHandler<BlobServer>;
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("snp-certs-exit7-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn blob(size: usize) -> Vec<u8> {
-    let data = size - 4 * 24;
-    let a = data / 3;
-    let b = Builder::new()
-        .allow_oversize(true)
-        .add_kind(CertKind::Ark, vec![0xa1; a])
-        .add_kind(CertKind::Ask, vec![0xa2; a])
-        .add_kind(CertKind::Vcek, vec![0xa3; data - 2 * a])
-        .build()
-        .unwrap();
-    assert_eq!(b.len(), size);
-    b
-}
-
 fn setup_with(tag: &str, b: &[u8]) -> (PathBuf, PathBuf, Handler) {
-    let d = dir(tag);
+    let d = tmpdir(tag);
     let p = d.join("certs");
     store::install(&p, b, None).unwrap();
     let s = BlobServer::new(&p)
@@ -106,7 +86,7 @@ fn constants_are_mainline_7_0s() {
 
 #[test]
 fn immediate_exit_keeps_the_lock_through_the_firmware_call() {
-    let b = blob(5000);
+    let b = chain_blob(5000);
     let (d, p, mut h) = setup_with("ie", &b);
     let mut k = kvm(4);
     let gpa = BASE + 4096;
@@ -156,7 +136,7 @@ fn immediate_exit_keeps_the_lock_through_the_firmware_call() {
 
 #[test]
 fn without_immediate_exit_the_lock_is_kept_until_the_next_return() {
-    let b = blob(3000);
+    let b = chain_blob(3000);
     let (d, p, h) = setup_with("noie", &b);
     let mut h = h.notify_done(false);
     let mut k = kvm(2);
@@ -181,7 +161,7 @@ fn without_immediate_exit_the_lock_is_kept_until_the_next_return() {
 
 #[test]
 fn failures_before_kvm_acts_keep_the_lock_and_the_answer() {
-    let b = blob(3000);
+    let b = chain_blob(3000);
     let (d, p, mut h) = setup_with("before", &b);
     let mut k = kvm(2);
     k.request(BASE, 1).unwrap();
@@ -219,7 +199,7 @@ fn failures_before_kvm_acts_keep_the_lock_and_the_answer() {
 fn too_small_answers_enospc_with_the_exact_page_count() {
     // (blob bytes, guest npages, pages needed)
     for (size, given, needed) in [(4097, 1, 2), (8192, 1, 2), (8193, 2, 3), (120, 0, 1)] {
-        let b = blob(size);
+        let b = chain_blob(size);
         let (d, p, mut h) = setup_with("small", &b);
         let mut k = kvm(4);
         k.request(BASE, given).unwrap();
@@ -273,7 +253,7 @@ fn no_certificates_writes_the_empty_table_itself() {
 
 #[test]
 fn busy_and_host_faults_answer_eagain_or_an_empty_table_never_eio() {
-    let b = blob(3000);
+    let b = chain_blob(3000);
     let (d, p, mut h) = setup_with("busy", &b);
     let mut k = kvm(2);
     // An updater holds the lock past the handler's bounded wait.
@@ -316,7 +296,7 @@ fn busy_and_host_faults_answer_eagain_or_an_empty_table_never_eio() {
 
 #[test]
 fn back_to_back_requests_and_explicit_release() {
-    let b = blob(3000);
+    let b = chain_blob(3000);
     let (d, p, mut h) = setup_with("b2b", &b);
     let mut k = kvm(4);
     k.request(BASE, 1).unwrap();
@@ -360,7 +340,7 @@ fn back_to_back_requests_and_explicit_release() {
 
 #[test]
 fn hostile_kernel_and_guest_values() {
-    let b = blob(3000);
+    let b = chain_blob(3000);
     let (d, p, mut h) = setup_with("hostile", &b);
     let mut k = kvm(2);
     // ret not 0 on a new exit: refused, nothing written.

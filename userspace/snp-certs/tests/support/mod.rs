@@ -67,6 +67,22 @@ pub fn blob(fill: u8, n: usize) -> Vec<u8> {
         .unwrap()
 }
 
+/// An ARK+ASK+VCEK table of exactly `size` bytes (the exit-handler tests
+/// need blobs of chosen sizes around page boundaries).
+pub fn chain_blob(size: usize) -> Vec<u8> {
+    let data = size - 4 * 24;
+    let a = data / 3;
+    let b = Builder::new()
+        .allow_oversize(true)
+        .add_kind(CertKind::Ark, vec![0xa1; a])
+        .add_kind(CertKind::Ask, vec![0xa2; a])
+        .add_kind(CertKind::Vcek, vec![0xa3; data - 2 * a])
+        .build()
+        .unwrap();
+    assert_eq!(b.len(), size);
+    b
+}
+
 /// Base64 (RFC 4648, padded) in lines of 64 characters, as in PEM (written
 /// here so the tests do not depend on the decoder under test).
 pub fn b64(d: &[u8]) -> String {
