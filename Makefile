@@ -3,7 +3,7 @@
 #   make        set up, expand the series, build the patched kernel, boot it
 #               and show the feature's test results
 #   make check  every test and check of the series, the kernel and userspace
-.PHONY: all check setup expand export host-kernel clean
+.PHONY: all check setup expand export rebase host-kernel clean
 
 all:
 	@scripts/main.sh
@@ -21,6 +21,10 @@ expand: setup
 # work/linux -> patches/
 export:
 	@scripts/export.sh
+
+# Move the series and the pin (base-version) to the newest Debian 6.12
+rebase:
+	@scripts/rebase.sh
 
 # Debian packages of base + series from Debian's config (hours; not in CI)
 host-kernel: expand

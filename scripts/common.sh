@@ -8,7 +8,9 @@ WORK=$TOP/work/linux        # the expanded series: base commit + one commit a pa
 PATCHES=$TOP/patches
 BASE_TARBALL=/usr/src/linux-source-6.12.tar.xz
 BASE_DIR=$BUILD/base/linux-source-6.12
-TESTED_BASE_VERSION=6.12.117-1~deb12u1
+# The Debian version of linux-source-6.12 the series is tested on (the pin):
+# named once, in base-version; "make rebase" moves it.
+TESTED_BASE_VERSION=$(cat "$TOP/base-version")
 BINDGEN_VERSION=0.73.2
 RUST_LIB_SRC=/usr/src/rustc-1.96.0/library
 JOBS=${JOBS:-$(( $(nproc) + 1 ))}
@@ -27,9 +29,9 @@ KMAKE=(make -j"$JOBS" LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
        RUSTFMT=/usr/bin/rustfmt CLIPPY_DRIVER=/usr/bin/clippy-driver
        BINDGEN="$BINDGEN" RUST_LIB_SRC="$RUST_LIB_SRC")
 
-# Fixed identity and dates make the work tree's commits, and so the exported
-# patches, reproducible.
-# Authors come from the patches themselves.
+# Fixed identity and dates make the work tree's commits reproducible.
+# Authors and sign-offs come from the patches themselves, and "make export"
+# adds the exporter's sign-off (export.sh).
 export GIT_COMMITTER_NAME="series" GIT_COMMITTER_EMAIL="series@localhost"
 BASE_DATE="2000-01-01T00:00:00Z"
 
@@ -81,17 +83,31 @@ apply_series() {
 	[ ${#series[@]} -eq 0 ] || git -C "$repo" am "${am_opts[@]}" "${series[@]}"
 }
 
-# format_series REPO OUT: REPO's base..series as format-patch output in OUT.
-# Reproducible: zero commit ids, no version signature, and the cover letter
-# from the last patch's author and date.
+# format_series REPO OUT [SIGNER]: REPO's base..series as format-patch
+# output in OUT. Reproducible: zero commit ids, no version signature, and
+# the cover letter from the last patch's author and date. With SIGNER
+# ("Name <email>"), every patch that does not end with SIGNER's
+# Signed-off-by gets it (git format-patch --signoff).
 format_series() {
-	local repo=$1 out=$2 name email date
+	local repo=$1 out=$2 signer=${3:-} name email date signoff=()
 	{ read -r name; read -r email; read -r date; } < <(git -C "$repo" log -1 --format='%an%n%ae%n%aI' series)
+	if [ -n "$signer" ]; then
+		name=${signer% <*} email=${signer##*<} email=${email%>}
+		signoff=(--signoff)
+	fi
 	rm -rf "$out"
 	GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email \
 	GIT_COMMITTER_DATE=$date git -C "$repo" -c core.abbrev=12 format-patch --quiet \
-		--zero-commit --no-signature --cover-letter \
+		--zero-commit --no-signature --cover-letter "${signoff[@]}" \
 		--cover-from-description=subject -o "$out" base..series
+}
+
+# normalize_patch FILE: FILE as the series' content only: the message and,
+# of the diff, the file names and the added and removed lines, without what
+# depends on the base (index blob ids, hunk positions, context lines).
+normalize_patch() {
+	sed -E -e '/^index [0-9a-f]+\.\.[0-9a-f]+/d' -e 's/^@@ -[0-9,]+ \+[0-9,]+ @@.*/@@/' \
+		-e '/^diff --git /,$ { /^ /d }' "$1"
 }
 
 # src_at REV: check REV (a rev of the work tree: base, series, a sha) out in

@@ -14,11 +14,14 @@
 
 CHECK_EQ(sizeof(struct kvm_user_vmgexit), 32);
 CHECK_EQ(offsetof(struct kvm_user_vmgexit, type), 0);
+CHECK_EQ(offsetof(struct kvm_user_vmgexit, pad), 4);
 CHECK_EQ(offsetof(struct kvm_user_vmgexit, req_certs.data_gpa), 8);
 CHECK_EQ(offsetof(struct kvm_user_vmgexit, req_certs.data_npages), 16);
 CHECK_EQ(offsetof(struct kvm_user_vmgexit, req_certs.ret), 24);
 CHECK_EQ(offsetof(struct kvm_user_vmgexit, req_certs.flags), 28);
 CHECK_EQ(offsetof(struct kvm_user_vmgexit, req_certs.status), 29);
+CHECK_EQ(offsetof(struct kvm_user_vmgexit, req_certs.pad), 30);
+CHECK_EQ(sizeof(((struct kvm_user_vmgexit *)0)->req_certs.pad), 2);
 CHECK_EQ(sizeof(((struct kvm_user_vmgexit *)0)->req_certs.ret), 4);
 CHECK_EQ(sizeof(((struct kvm_user_vmgexit *)0)->req_certs.flags), 1);
 CHECK_EQ(sizeof(((struct kvm_user_vmgexit *)0)->req_certs.status), 1);

@@ -561,6 +561,7 @@ impl Default for kvm_xen_exit {
 #[derive(Copy, Clone)]
 pub struct kvm_user_vmgexit {
     pub type_: __u32,
+    pub pad: __u32,
     pub __bindgen_anon_1: kvm_user_vmgexit__bindgen_ty_1,
 }
 #[repr(C)]
@@ -576,6 +577,7 @@ pub struct kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1 {
     pub ret: __u32,
     pub flags: __u8,
     pub status: __u8,
+    pub pad: [__u8; 2usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -595,6 +597,8 @@ const _: () = {
         [::std::mem::offset_of!(kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1, flags) - 20usize];
     ["Offset of field: kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1::status"]
         [::std::mem::offset_of!(kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1, status) - 21usize];
+    ["Offset of field: kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1::pad"]
+        [::std::mem::offset_of!(kvm_user_vmgexit__bindgen_ty_1__bindgen_ty_1, pad) - 22usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -620,6 +624,8 @@ const _: () = {
     ["Alignment of kvm_user_vmgexit"][::std::mem::align_of::<kvm_user_vmgexit>() - 8usize];
     ["Offset of field: kvm_user_vmgexit::type_"]
         [::std::mem::offset_of!(kvm_user_vmgexit, type_) - 0usize];
+    ["Offset of field: kvm_user_vmgexit::pad"]
+        [::std::mem::offset_of!(kvm_user_vmgexit, pad) - 4usize];
 };
 impl Default for kvm_user_vmgexit {
     fn default() -> Self {
