@@ -54,7 +54,9 @@ signoffs() {
 		bad=1
 	fi
 	for p in $(series_patches); do
-		author=$(sed -n 's/^From: //p' "$p" | head -1)
+		# The From: header as git am reads it (it may be folded).
+		author=$(python3 -c 'import email, sys
+print(" ".join(email.message_from_file(open(sys.argv[1]))["From"].split()))' "$p")
 		grep -qxF "Signed-off-by: $author" "$p" ||
 			{ echo "$(basename "$p"): no Signed-off-by of its author $author"; bad=1; }
 	done
