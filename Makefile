@@ -3,7 +3,7 @@
 #   make        set up, expand the series, build the patched kernel, boot it
 #               and show the feature's test results
 #   make check  every test and check of the series, the kernel and userspace
-.PHONY: all check setup expand export rebase host-kernel clean
+.PHONY: all check setup expand export rebase mutants host-kernel clean
 
 all:
 	@scripts/main.sh
@@ -25,6 +25,10 @@ export:
 # Move the series and the pin (base-version) to the newest Debian 6.12
 rebase:
 	@scripts/rebase.sh
+
+# Build and boot every mutant of tests/mutants/: killed N of M (not in make check)
+mutants: expand
+	@scripts/mutants.sh
 
 # Debian packages of base + series from Debian's config (hours; not in CI)
 host-kernel: expand

@@ -83,6 +83,11 @@ rustc_flags() {
 	return $bad
 }
 
+# The KVM_RUN completion step that sev_rs_test.c copies is still x86.c's.
+kvm_run_copy() {
+	git -C "$WORK" show series:arch/x86/kvm/x86.c | python3 "$TOP/scripts/check-kvm-run-copy.py"
+}
+
 # Whether every file that patch $1 adds has a maintainer or supporter in
 # MAINTAINERS at the tip of the series (not only "THE REST").
 new_files_maintained() {
@@ -336,9 +341,31 @@ size_delta() {
 	echo "$on $off" > "$BUILD/logs/size-delta"
 }
 
+# The bench measures C, Rust and an empty run through one indirect call in
+# each noinline runner of sev_rs_test.c: fail if a runner calls a check (or
+# the empty stub) directly, or has other than one indirect call site, in
+# the object the bench boots.
+BENCH_RUNNERS=(sev_rs_bench_run sev_rs_bench_valid_run)
+call_form() {
+	local obj=$1 f dis n
+	for f in "${BENCH_RUNNERS[@]}"; do
+		dis=$(llvm-objdump -dr --no-show-raw-insn --disassemble-symbols="$f" "$obj" 2>&1)
+		grep -q "<$f>:" <<<"$dis" || { echo "$f: not a function of ${obj#"$BUILD"/} (inlined?)"; return 1; }
+		# call *REG / call *MEM, or the retpoline thunk that stands for one.
+		n=$(grep -cE 'call[lq]?[[:space:]]+\*|R_X86_64_[A-Z0-9]+[[:space:]]+__x86_indirect_(call_)?thunk' <<<"$dis" || true)
+		if [ "$n" != 1 ] || grep -E 'R_X86_64_[A-Z0-9]+[[:space:]]+(sev_es_vmgexit_check(_rust)?|sev_rs_bench_nothing)' <<<"$dis"; then
+			echo "$dis"
+			echo "$f: the measured call is not one indirect call site shared by C, Rust and the empty run"
+			return 1
+		fi
+	done
+	echo "call form: same (${BENCH_RUNNERS[*]}: one indirect call each, for C, Rust and the empty run)"
+}
+
 # The Rust validation against the C one, in a boot where time counts
 # instructions (QEMU -icount shift=0, one CPU): printed, not asserted.
 bench() {
+	call_form "$BUILD/test/arch/x86/kvm/svm/sev.o"
 	"$TOP/scripts/initramfs.sh" "$BUILD/initrd-bench.cpio.gz" "$BUILD/selftests"
 	python3 "$TOP/scripts/run-tests.py" --kernel "$BUILD/test/arch/x86/boot/bzImage" \
 		--initrd "$BUILD/initrd-bench.cpio.gz" --src "$BUILD/src" \
@@ -368,6 +395,7 @@ stage expand "$TOP/scripts/expand.sh"
 stage roundtrip roundtrip
 stage signoffs signoffs
 stage rustc-flags rustc_flags
+stage kvm-run-copy kvm_run_copy
 stage checkpatch checkpatch
 stage bisect-builds walk
 stage distro distro
