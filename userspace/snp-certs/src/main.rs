@@ -243,6 +243,16 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
     }
 }
 
+/// `--trust-anchor FILE`: trusts FILE's certificate (PEM or DER) as a root
+/// besides AMD's built-in ARKs.
+fn add_anchor(anchors: &mut verify::TrustAnchors, v: &OsString) -> Result<(), Fail> {
+    let p = PathBuf::from(v);
+    let raw = read_input(&p)?;
+    anchors
+        .add_cert(&raw, &p.display().to_string())
+        .map_err(|e| Fail::Run(format!("--trust-anchor {e}")))
+}
+
 /// Takes the value after option `name`.
 fn value<'a>(it: &mut std::slice::Iter<'a, OsString>, name: &str) -> Result<&'a OsString, Fail> {
     match it.next() {
@@ -453,10 +463,12 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
     let mut entries: Vec<(table::Guid, PathBuf)> = Vec::new();
     let mut oversize = false;
     let mut no_verify = false;
+    let mut anchors = verify::TrustAnchors::amd();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str().unwrap_or("") {
             "-h" | "--help" => return print(BUILD_HELP),
+            "--trust-anchor" => add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?,
             "--ark" => set_once(&mut ark, value(&mut it, "--ark")?, "--ark")?,
             "--ask" => set_once(&mut ask, value(&mut it, "--ask")?, "--ask")?,
             "--vcek" => set_once(&mut vcek, value(&mut it, "--vcek")?, "--vcek")?,
@@ -573,7 +585,7 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
         b = b.add_kind(c.kind, c.der);
     }
     let blob = b.build().map_err(|e| Fail::Run(format!("build: {e}")))?;
-    check_chain(&blob, no_verify, &out)?;
+    check_chain(&blob, no_verify, &out, &anchors)?;
     std::fs::write(&out, &blob).map_err(|e| Fail::Run(format!("{}: {e}", out.display())))?;
     print(&format!(
         "wrote {} ({} bytes, {} page(s))\n",
@@ -695,11 +707,16 @@ fn cmd_inspect(args: &[OsString]) -> Result<(), Fail> {
 /// Refuses a table whose chain does not verify now, unless `no_verify`. The
 /// empty table passes: it serves no certificates, so it claims no chain (a host
 /// without certificates installs it on purpose).
-fn check_chain(blob: &[u8], no_verify: bool, what: &Path) -> Result<(), Fail> {
+fn check_chain(
+    blob: &[u8],
+    no_verify: bool,
+    what: &Path,
+    anchors: &verify::TrustAnchors,
+) -> Result<(), Fail> {
     if no_verify || table::parse(blob).is_ok_and(|t| t.entries().is_empty()) {
         return Ok(());
     }
-    let report = verify::verify_table(blob, now()?).map_err(|e| {
+    let report = verify::verify_table_with(blob, now()?, anchors).map_err(|e| {
         Fail::Run(format!(
             "{}: invalid certificate table: {e}",
             what.display()
@@ -768,10 +785,12 @@ fn parse_at(v: &OsStr) -> Result<Duration, Fail> {
 fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
     let mut at = None;
     let mut path = None;
+    let mut anchors = verify::TrustAnchors::amd();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("-h" | "--help") => return print(VERIFY_HELP),
+            Some("--trust-anchor") => add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?,
             Some("--at") => at = Some(parse_at(value(&mut it, "--at")?)?),
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return usage(format!("verify: unknown option {s}"))
@@ -788,7 +807,7 @@ fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
         None => now()?,
     };
     let blob = read_input(&path)?;
-    let report = verify::verify_table(&blob, at).map_err(|e| {
+    let report = verify::verify_table_with(&blob, at, &anchors).map_err(|e| {
         Fail::Run(format!(
             "{}: invalid certificate table: {e}",
             path.display()
@@ -796,7 +815,10 @@ fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
     })?;
     print(&report.to_string())?;
     if report.verified() {
-        print("chain verifies\n")
+        print(&format!(
+            "chain verifies, ending in {}\n",
+            report.anchor.as_deref().unwrap_or("?")
+        ))
     } else {
         run_err(format!(
             "{}: the certificate chain does not verify ({} problem(s))",
@@ -833,11 +855,13 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_place = false;
     let mut no_verify = false;
+    let mut anchors = verify::TrustAnchors::amd();
     let mut pos = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("-h" | "--help") => return print(INSTALL_HELP),
+            Some("--trust-anchor") => add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?,
             Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
             Some("--in-place") => in_place = true,
             Some("--no-verify") => no_verify = true,
@@ -857,7 +881,7 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
             blob_path.display()
         ))
     })?;
-    check_chain(&blob, no_verify, blob_path)?;
+    check_chain(&blob, no_verify, blob_path, &anchors)?;
     if held_by_parent(path) {
         return run_err(format!(
             "{}: held by an enclosing `snp-certs hold` (it has the exclusive lock); use `snp-certs hold --install BLOB PATH -- CMD`",
@@ -962,6 +986,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     let mut refresh: Option<RefreshArgs> = None;
     let mut install: Option<PathBuf> = None;
     let mut no_verify = false;
+    let mut anchors = verify::TrustAnchors::amd();
     let mut path: Option<PathBuf> = None;
     let mut it = args.iter();
     let mut cmd: Option<&[OsString]> = None;
@@ -970,6 +995,10 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
         idx = idx.saturating_add(1);
         match a.to_str() {
             Some("-h" | "--help") => return print(HOLD_HELP),
+            Some("--trust-anchor") => {
+                add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?;
+                idx = idx.saturating_add(1);
+            }
             Some("--timeout") => {
                 timeout = parse_timeout(value(&mut it, "--timeout")?)?;
                 idx = idx.saturating_add(1);
@@ -1009,7 +1038,8 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     if refresh.is_some() && install.is_some() {
         return usage("hold takes --install or --refresh, not both");
     }
-    if let Some(r) = &refresh {
+    if let Some(r) = refresh.as_mut() {
+        r.anchors = anchors.clone();
         r.check()?;
     }
     let new_blob = match &install {
@@ -1018,7 +1048,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
             table::parse(&b).map_err(|e| {
                 Fail::Run(format!("{}: invalid certificate table: {e}", p.display()))
             })?;
-            check_chain(&b, no_verify, p)?;
+            check_chain(&b, no_verify, p, &anchors)?;
             Some(b)
         }
         None => None,
@@ -1159,6 +1189,7 @@ struct RefreshArgs {
     crl: bool,
     proxy: Option<String>,
     policy: snp_certs::kds::RetryPolicy,
+    anchors: verify::TrustAnchors,
 }
 
 fn parse_hex(v: &OsStr) -> Result<Vec<u8>, Fail> {
@@ -1317,6 +1348,7 @@ impl RefreshArgs {
     fn target(&self) -> Result<snp_certs::refresh::Target, Fail> {
         let mut t = self.vcek_target()?;
         t.crl = self.crl;
+        t.anchors = self.anchors.clone();
         Ok(t)
     }
 
@@ -1387,6 +1419,9 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
         match a.to_str() {
             Some("-h" | "--help") => return print(REFRESH_HELP),
             Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
+            Some("--trust-anchor") => {
+                add_anchor(&mut r.anchors, value(&mut it, "--trust-anchor")?)?
+            }
             Some(s) if RefreshArgs::takes(s) => {
                 r.take(s, &mut it)?;
             }

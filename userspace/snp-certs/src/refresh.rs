@@ -33,8 +33,10 @@ pub struct Target {
     hwid: Vec<u8>,
     pub tcb: TcbVersion,
     /// Serve AMD's CRL too (fetched from KDS each time, checked, and refused
-    /// if it revokes the ASK or the VCEK).
+    /// if it revokes the ASK: the ARK's CRL covers the ASK, not VCEKs).
     pub crl: bool,
+    /// The roots the chain must end in (AMD's built-in ARKs by default).
+    pub anchors: verify::TrustAnchors,
 }
 
 /// Why a refresh failed. The installed blob is unchanged in every case.
@@ -114,6 +116,7 @@ impl Target {
             hwid: hwid.to_vec(),
             tcb,
             crl: false,
+            anchors: verify::TrustAnchors::amd(),
         })
     }
 
@@ -230,16 +233,11 @@ fn leaf_mismatch(report: &verify::ChainReport, t: &Target) -> Vec<String> {
     out
 }
 
-/// Why the CRL `crl` (DER) is unusable with `ark`, or revokes `ask` or
-/// `vcek`. Past its nextUpdate, an installed CRL is out of date (a problem:
+/// Why the CRL `crl` (DER) is unusable with `ark`, or revokes `ask` (the
+/// ARK's CRL covers the ASK only, not the VCEK). Past its nextUpdate, an installed CRL is out of date (a problem:
 /// refresh fetches a new one); a CRL just fetched is the newest AMD
 /// publishes, so that is only a warning.
-fn crl_problems(
-    crl: &[u8],
-    [ark, ask, vcek]: [&[u8]; 3],
-    at: Duration,
-    installed: bool,
-) -> Vec<String> {
+fn crl_problems(crl: &[u8], [ark, ask]: [&[u8]; 2], at: Duration, installed: bool) -> Vec<String> {
     match verify::check_crl(crl, ark, at) {
         Err(e) => vec![format!("CRL: {e}")],
         Ok((revoked, next)) => {
@@ -254,13 +252,14 @@ fn crl_problems(
                     );
                 }
             }
-            for (role, der) in [("ASK", ask), ("VCEK", vcek)] {
-                if let Some(sn) = verify::serial_of(der).filter(|sn| revoked.contains(sn)) {
-                    p.push(format!(
-                        "the {role} (serial {}) is revoked by AMD's CRL",
-                        kds::hex(&sn)
-                    ));
-                }
+            // The ARK's CRL lists certificates the ARK issued: the ASK. A
+            // VCEK is issued by the ASK, and its serial number means
+            // nothing in the ARK's list (serials are per issuer).
+            if let Some(sn) = verify::serial_of(ask).filter(|sn| revoked.contains(sn)) {
+                p.push(format!(
+                    "the ASK (serial {}) is revoked by AMD's CRL",
+                    kds::hex(&sn)
+                ));
             }
             p
         }
@@ -271,7 +270,7 @@ fn crl_problems(
 /// with a usable CRL entry when `t.crl` (empty: it is). `installed`: the blob
 /// is the one served now (a CRL past its nextUpdate makes it out of date).
 pub fn problems_for(blob: &[u8], t: &Target, at: Duration, installed: bool) -> Vec<String> {
-    let r = match verify::verify_table(blob, at) {
+    let r = match verify::verify_table_with(blob, at, &t.anchors) {
         Err(e) => return vec![format!("invalid certificate table: {e}")],
         Ok(r) => r,
     };
@@ -284,7 +283,7 @@ pub fn problems_for(blob: &[u8], t: &Target, at: Duration, installed: bool) -> V
             None => p.push("no CRL entry".into()),
             Some(crl) => p.extend(crl_problems(
                 crl,
-                [get(CertKind::Ark), get(CertKind::Ask), get(CertKind::Vcek)],
+                [get(CertKind::Ark), get(CertKind::Ask)],
                 at,
                 installed,
             )),

@@ -67,7 +67,24 @@ fn ca() -> &'static Ca {
         gencrl("crl-none.pem");
         openssl(&dir, &["ca", "-config", "crl.cnf", "-revoke", "ask.pem"]);
         gencrl("crl-ask.pem");
-        for c in ["crl-none", "crl-ask"] {
+        // An ARK-issued certificate with serial 0, the serial the test VCEKs
+        // (issued by the ASK) carry, revoked in a CRL of its own: the ARK's
+        // CRL covers what the ARK signs, so it says nothing about a VCEK.
+        ec_key(&dir, "twin", "P-384");
+        issue(&dir, "twin", "/CN=ARK-issued twin", "ark", "0", ("ca.cnf", "ca"), &AMD_SIG);
+        std::fs::write(dir.join("index2.txt"), "").unwrap();
+        std::fs::write(dir.join("crlnumber2"), "01\n").unwrap();
+        std::fs::write(
+            dir.join("crl2.cnf"),
+            "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index2.txt\ncrlnumber = crlnumber2\n\
+             default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
+        )
+        .unwrap();
+        openssl(&dir, &["ca", "-config", "crl2.cnf", "-revoke", "twin.pem"]);
+        let mut a = vec!["ca", "-config", "crl2.cnf", "-gencrl", "-out", "crl-serial0.pem"];
+        a.extend(&AMD_SIG[1..]);
+        openssl(&dir, &a);
+        for c in ["crl-none", "crl-ask", "crl-serial0"] {
             openssl(
                 &dir,
                 &["crl", "-in", &format!("{c}.pem"), "-outform", "DER", "-out", &format!("{c}.der")],
@@ -300,7 +317,31 @@ fn milan_vcek_path() -> String {
     )
 }
 
+/// The test ARK: the root these tests' chains end in, trusted with
+/// `--trust-anchor` (it is not AMD's, so without it nothing verifies).
+fn test_anchor() -> PathBuf {
+    ca().dir.join("ark.pem")
+}
+
+/// `snp-certs ARGS` with `--trust-anchor` [`test_anchor`] right after the
+/// subcommand.
+fn tbin<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> std::process::Command {
+    let mut v: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    if !v.is_empty() {
+        v.insert(1, "--trust-anchor".into());
+        v.insert(2, test_anchor().into());
+    }
+    let mut c = bin();
+    c.args(v);
+    c
+}
+
 fn refresh(kds: &Kds, dir: &Path, extra: &[&str]) -> Output {
+    refresh_with(kds, dir, extra, true)
+}
+
+/// `refresh` against the stand-in; `anchored`: trust the test ARK.
+fn refresh_with(kds: &Kds, dir: &Path, extra: &[&str], anchored: bool) -> Output {
     let cache = dir.join("cache");
     let mut args = vec![
         "refresh",
@@ -312,7 +353,11 @@ fn refresh(kds: &Kds, dir: &Path, extra: &[&str]) -> Output {
         "0.05",
     ];
     args.extend_from_slice(extra);
-    bin().args(&args).output().unwrap()
+    if anchored {
+        tbin(&args).output().unwrap()
+    } else {
+        bin().args(&args).output().unwrap()
+    }
 }
 
 fn vcek_of(blob: &[u8]) -> Vec<u8> {
@@ -354,12 +399,7 @@ fn from_report_fetches_verifies_installs_then_is_a_no_op() {
     assert_eq!(t.find(CertKind::Ask).unwrap(), ca().der("ask.pem"));
     assert_eq!(vcek_of(&blob), vcek);
     assert_eq!(
-        bin()
-            .args(["verify", s(&certs)])
-            .output()
-            .unwrap()
-            .status
-            .code(),
+        tbin(["verify", s(&certs)]).output().unwrap().status.code(),
         Some(0)
     );
 
@@ -794,7 +834,7 @@ fn kds_failures_leave_the_blob_alone() {
     let mut args = vec!["refresh", "--kds-url", &url, "--retry-delay", "0.01"];
     let rest = explicit_milan(&[], s(&certs));
     args.extend(rest);
-    let o = bin().args(&args).output().unwrap();
+    let o = tbin(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(e.contains("cannot reach KDS at"), "{e}");
@@ -997,10 +1037,10 @@ fn usage_errors() {
         vec!["refresh", s(&p), s(&p)],
         vec!["hold", "--refresh", "--install", "x", s(&p), "--", "true"],
     ] {
-        let o = bin().args(&args).output().unwrap();
+        let o = tbin(&args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", out(&o));
     }
-    let o = bin().args(["refresh", "--help"]).output().unwrap();
+    let o = tbin(["refresh", "--help"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("VLEK hosts are not supported"));
 }
@@ -1027,30 +1067,29 @@ fn hold_refresh_updates_in_the_same_lock_window() {
     let chipx = hex(&chip);
     let cache = d.join("cache");
     let t = Instant::now();
-    let o = bin()
-        .args([
-            "hold",
-            "--timeout",
-            "5",
-            "--refresh",
-            "--kds-url",
-            &kds.url,
-            "--cache-dir",
-            s(&cache),
-            "--product",
-            "milan",
-            "--chip-id",
-            &chipx,
-            "--tcb",
-            "bl=3,tee=0,snp=8,ucode=115",
-            s(&certs),
-            "--",
-            "sh",
-            "-c",
-            &probe,
-        ])
-        .output()
-        .unwrap();
+    let o = tbin([
+        "hold",
+        "--timeout",
+        "5",
+        "--refresh",
+        "--kds-url",
+        &kds.url,
+        "--cache-dir",
+        s(&cache),
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=8,ucode=115",
+        s(&certs),
+        "--",
+        "sh",
+        "-c",
+        &probe,
+    ])
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert!(
         t.elapsed() < Duration::from_secs(20),
@@ -1069,59 +1108,56 @@ fn hold_refresh_updates_in_the_same_lock_window() {
     );
     assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
     // After hold the lock is free again.
-    let o2 = bin()
-        .args(["install", "--timeout", "2", s(&empty), s(&certs)])
+    let o2 = tbin(["install", "--timeout", "2", s(&empty), s(&certs)])
         .output()
         .unwrap();
     assert_eq!(o2.status.code(), Some(0), "{}", out(&o2));
 
     // A failing command: no refresh, no request, its status.
     let n = kds.requests().len();
-    let o = bin()
-        .args([
-            "hold",
-            "--refresh",
-            "--kds-url",
-            &kds.url,
-            "--no-cache",
-            "--product",
-            "milan",
-            "--chip-id",
-            &chipx,
-            "--tcb",
-            "bl=3,tee=0,snp=8,ucode=115",
-            s(&certs),
-            "--",
-            "sh",
-            "-c",
-            "exit 3",
-        ])
-        .output()
-        .unwrap();
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--kds-url",
+        &kds.url,
+        "--no-cache",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=8,ucode=115",
+        s(&certs),
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ])
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", out(&o));
     assert_eq!(kds.requests().len(), n);
     assert_eq!(std::fs::read(&certs).unwrap(), [0u8; 24]);
 
     // KDS refusing after the command: exit 1, blob unchanged.
-    let o = bin()
-        .args([
-            "hold",
-            "--refresh",
-            "--kds-url",
-            &kds.url,
-            "--no-cache",
-            "--product",
-            "milan",
-            "--chip-id",
-            &chipx,
-            "--tcb",
-            "bl=3,tee=0,snp=9,ucode=115",
-            s(&certs),
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--kds-url",
+        &kds.url,
+        "--no-cache",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=9,ucode=115",
+        s(&certs),
+        "--",
+        "true",
+    ])
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("refresh after the command failed"),
@@ -1137,8 +1173,7 @@ fn hold_refresh_updates_in_the_same_lock_window() {
         kds.url,
         s(&certs)
     );
-    let o = bin()
-        .args(["hold", s(&certs), "--", "sh", "-c", &inner])
+    let o = tbin(["hold", s(&certs), "--", "sh", "-c", &inner])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
@@ -1204,23 +1239,53 @@ fn crl_is_fetched_checked_and_served() {
     assert_eq!(kds.requests().len(), n);
 
     // A CRL that revokes the ASK: refused, blob unchanged.
-    let kds = start(revoked);
+    let kds = start(revoked.clone());
     let old = preinstall(&certs);
     let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(
-        e.contains("the ASK (serial 02) is revoked by AMD's CRL"),
+        e.contains("ASK") && e.contains("serial 02 is revoked"),
         "{e}"
     );
     assert_eq!(std::fs::read(&certs).unwrap(), old);
 
+    // The ARK's CRL revoking serial 0 (an ARK-issued certificate) does not
+    // revoke the VCEK that has serial 0 too: the VCEK is the ASK's.
+    let kds = start(std::fs::read(ca().dir.join("crl-serial0.der")).unwrap());
+    let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(
+        vcek_of(&std::fs::read(&certs).unwrap()),
+        vcek,
+        "the VCEK must be served"
+    );
+    // And `verify` applies the served CRL: the same blob with the CRL that
+    // revokes the ASK does not verify.
+    let blob = std::fs::read(&certs).unwrap();
+    let t = table::parse(&blob).unwrap();
+    let with_revoking = table::Builder::new()
+        .add_kind(CertKind::Ark, t.find(CertKind::Ark).unwrap().to_vec())
+        .add_kind(CertKind::Ask, t.find(CertKind::Ask).unwrap().to_vec())
+        .add_kind(CertKind::Vcek, t.find(CertKind::Vcek).unwrap().to_vec())
+        .add_kind(CertKind::Crl, revoked.clone())
+        .build()
+        .unwrap();
+    let rb = d.join("revoked.blob");
+    std::fs::write(&rb, &with_revoking).unwrap();
+    let o = tbin(["verify", s(&rb)]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("serial 02 is revoked"), "{}", out(&o));
+    let o = tbin(["verify", s(&certs)]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+
     // Not a CRL signed by the ARK (here: the ASK certificate): refused.
+    let old = preinstall(&certs);
     let kds = start(ca().der("ask.pem"));
     let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("CRL: not a DER certificate revocation list"),
+        String::from_utf8_lossy(&o.stderr).contains("not a DER certificate revocation list"),
         "{}",
         out(&o)
     );
@@ -1283,10 +1348,11 @@ fn amd_real_milan_and_turin_vceks() {
     )
     .unwrap();
     let certs = d.join("milan.blob");
-    let o = refresh(
+    let o = refresh_with(
         &kds,
         &d,
         &["--from-report", s(&rep), "--no-cache", s(&certs)],
+        false,
     );
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(
@@ -1307,10 +1373,11 @@ fn amd_real_milan_and_turin_vceks() {
     )
     .unwrap();
     let certs = d.join("turin.blob");
-    let o = refresh(
+    let o = refresh_with(
         &kds,
         &d,
         &["--from-report", s(&rep), "--no-cache", s(&certs)],
+        false,
     );
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(
@@ -1338,7 +1405,7 @@ fn amd_real_milan_and_turin_vceks() {
         }
     });
     let certs = d.join("genoa.blob");
-    let o = refresh(
+    let o = refresh_with(
         &kds,
         &d,
         &[
@@ -1351,6 +1418,7 @@ fn amd_real_milan_and_turin_vceks() {
             "--no-cache",
             s(&certs),
         ],
+        false,
     );
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let e = String::from_utf8_lossy(&o.stderr).to_string();
@@ -1384,7 +1452,7 @@ fn through_an_http_proxy() {
         &proxy.url,
     ];
     args.extend(explicit_milan(&[], s(&certs)));
-    let o = bin().args(&args).output().unwrap();
+    let o = tbin(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(
         proxy.requests(),
@@ -1429,35 +1497,33 @@ fn total_timeout_bounds_the_fetch_and_the_lock_window() {
 
     let chipx = hex(&milan_chip());
     let t = Instant::now();
-    let o = bin()
-        .args([
-            "hold",
-            "--refresh",
-            "--total-timeout",
-            "1",
-            "--kds-url",
-            &kds.url,
-            "--no-cache",
-            "--product",
-            "milan",
-            "--chip-id",
-            &chipx,
-            "--tcb",
-            "bl=3,tee=0,snp=8,ucode=115",
-            s(&certs),
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--total-timeout",
+        "1",
+        "--kds-url",
+        &kds.url,
+        "--no-cache",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=8,ucode=115",
+        s(&certs),
+        "--",
+        "true",
+    ])
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     assert_eq!(std::fs::read(&certs).unwrap(), old);
     // The lock is free again at once.
     let empty = d.join("empty.bin");
     std::fs::write(&empty, [0u8; 24]).unwrap();
-    let o = bin()
-        .args(["install", "--timeout", "0", s(&empty), s(&certs)])
+    let o = tbin(["install", "--timeout", "0", s(&empty), s(&certs)])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
@@ -1475,7 +1541,7 @@ fn https_is_tls() {
     let url = format!("https://127.0.0.1:{port}");
     let mut args = vec!["refresh", "--kds-url", &url, "--retry-delay", "0.01"];
     args.extend(explicit_milan(&[], s(&certs)));
-    let o = bin().args(&args).output().unwrap();
+    let o = tbin(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(e.contains("cannot reach KDS at https://127.0.0.1"), "{e}");
@@ -1493,8 +1559,9 @@ fn a_bad_kds_url_fails_at_once() {
     let certs = d.join("certs.bin");
     let mut args = vec!["refresh", "--kds-url", "http://[::1"];
     args.extend(explicit_milan(&[], s(&certs)));
+    test_anchor(); // the test chain is made before the clock starts
     let t = Instant::now();
-    let o = bin().args(&args).output().unwrap();
+    let o = tbin(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(
         t.elapsed() < Duration::from_millis(900),
@@ -1531,8 +1598,7 @@ fn concurrent_refreshes_install_once() {
         let spawn = || {
             let mut args = vec!["refresh", "--kds-url", kds.url.as_str()];
             args.extend(explicit_milan(&[], s(&certs)));
-            bin()
-                .args(&args)
+            tbin(&args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -1549,12 +1615,7 @@ fn concurrent_refreshes_install_once() {
         assert_eq!(installed, 1, "round {round}:\n{}\n{}", out(&a), out(&b));
         let blob = std::fs::read(&certs).unwrap();
         assert_eq!(
-            bin()
-                .args(["verify", s(&certs)])
-                .output()
-                .unwrap()
-                .status
-                .code(),
+            tbin(["verify", s(&certs)]).output().unwrap().status.code(),
             Some(0)
         );
         assert_eq!(table::parse(&blob).unwrap().entries().len(), 3);
