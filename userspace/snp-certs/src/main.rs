@@ -148,8 +148,12 @@ sent to hold are passed on to CMD; hold keeps the lock until CMD has ended.
 
 With --refresh (and the SOURCE and KDS options of `refresh`), after CMD
 succeeds hold refreshes the VCEK as `refresh` does, still under the same lock
-(the TCB is read after CMD, so /dev/sev gives the new one); if the refresh
-fails, hold exits 1 and PATH is unchanged. VMMs get BUSY for the whole
+(the TCB is read after CMD, so /dev/sev gives the new one). If the refresh
+fails after CMD succeeded, the installed VCEK may be for the old TCB: hold
+withdraws it under the same lock (PATH then serves its ARK and ASK only, or
+the empty table if it had no ARK and ASK) and exits 75; if even that fails
+it exits 76 (PATH may still serve the old VCEK). A blob serving a VLEK is
+never touched (exit 1). VMMs get BUSY for the whole
 window, fetch included, and a Linux guest gives up after 60 s of BUSY: so
 all of KDS's requests and waits are bounded by --total-timeout, 30 s by
 default here (the cache avoids the fetch when the VCEK was fetched before,
@@ -1158,6 +1162,11 @@ KDS OPTIONS:
   --total-timeout SECS all requests and waits together; default none (0),
                        30 for `hold --refresh`
   --retry-delay SECS   first backoff delay, doubled per retry; default 1
+  --force              replace a VCEK for this chip whose TCB is newer in
+                       some component (otherwise refused: an older refresh
+                       finishing last must not downgrade the blob)
+  --trust-anchor FILE  also trust this root (PEM or DER) besides AMD's
+                       built-in Milan, Genoa and Turin ARKs
   --crl                also serve AMD's CRL for the product: fetched from
                        KDS on every refresh (never cached), checked (issued
                        and signed by the ARK, already in force) and refused
@@ -1187,6 +1196,7 @@ struct RefreshArgs {
     cache_dir: Option<PathBuf>,
     no_cache: bool,
     crl: bool,
+    force: bool,
     proxy: Option<String>,
     policy: snp_certs::kds::RetryPolicy,
     anchors: verify::TrustAnchors,
@@ -1247,6 +1257,7 @@ impl RefreshArgs {
                 | "--cache-dir"
                 | "--no-cache"
                 | "--crl"
+                | "--force"
                 | "--proxy"
                 | "--http-timeout"
                 | "--total-timeout"
@@ -1261,9 +1272,10 @@ impl RefreshArgs {
         match opt {
             "--no-cache" => self.no_cache = true,
             "--crl" => self.crl = true,
+            "--force" => self.force = true,
             _ => {}
         }
-        if matches!(opt, "--no-cache" | "--crl") {
+        if matches!(opt, "--no-cache" | "--crl" | "--force") {
             return Ok(0);
         }
         let v = value(it, opt)?;
@@ -1349,7 +1361,14 @@ impl RefreshArgs {
         let mut t = self.vcek_target()?;
         t.crl = self.crl;
         t.anchors = self.anchors.clone();
+        t.allow_older = self.force;
         Ok(t)
+    }
+
+    /// True when the target comes from this host's firmware (/dev/sev),
+    /// which a firmware update can change at any moment.
+    fn reads_host(&self) -> bool {
+        self.report.is_none() && self.chip_id.is_none()
     }
 
     fn vcek_target(&self) -> Result<snp_certs::refresh::Target, Fail> {
@@ -1463,11 +1482,25 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
     }
     // Fetch before taking the exclusive lock: VMMs keep serving meanwhile.
     let mut kds = r.kds()?;
-    let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
+    let mut target = target;
+    let mut fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
     let mut tries = 0u32;
     let outcome = loop {
         let mut lock =
             store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?;
+        // The firmware's TCB may have changed during the fetch (a `hold`
+        // running an update holds this lock meanwhile): read it again under
+        // the lock, and fetch again for the new one.
+        if r.reads_host() {
+            let now_target = r.target()?;
+            if now_target != target && tries < 3 {
+                drop(lock);
+                tries = tries.saturating_add(1);
+                target = now_target;
+                fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
+                continue;
+            }
+        }
         match refresh::install_locked(&path, &mut lock, &fetched.blob, &target, at) {
             // PATH did not exist and another installer created it meanwhile
             // (the first install never clobbers): lock theirs and look again.
@@ -1495,22 +1528,93 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
     }
 }
 
+/// `hold --refresh`'s status when CMD succeeded but the refresh failed and
+/// the old VCEK was withdrawn (EX_TEMPFAIL: run `refresh` again).
+const EXIT_WITHDRAWN: u8 = 75;
+/// `hold --refresh`'s status when CMD succeeded, the refresh failed and
+/// withdrawing the old VCEK failed too: PATH may still serve it.
+const EXIT_STALE: u8 = 76;
+
 /// `hold --refresh`: after CMD, under hold's exclusive lock (never taken
-/// again here: the same lock handle is read and replaced).
+/// again here: the same lock handle is read and replaced). If the refresh
+/// fails, the firmware may now report a TCB the installed VCEK is not for:
+/// the VCEK is withdrawn under the same lock ([`refresh::withdrawn`]: ARK and
+/// ASK only, or the empty table) and hold exits [`EXIT_WITHDRAWN`]. A VLEK
+/// blob is never touched (exit 1).
 fn refresh_held(
     r: &RefreshArgs,
     path: &Path,
     lock: &mut Option<store::LockedFile>,
 ) -> Result<(), Fail> {
-    use snp_certs::refresh::{self, Outcome};
-    let fail = |e: refresh::RefreshError| {
-        Fail::Run(format!(
-            "hold: refresh after the command failed, {} unchanged: {e}",
-            path.display()
-        ))
+    use snp_certs::refresh;
+    let (msg, withdraw) = match refresh_held_inner(r, path, lock) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
     };
-    let target = r.target()?;
-    let at = now()?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "snp-certs: hold: refresh after the command failed: {msg}"
+    );
+    if !withdraw {
+        return Err(Fail::Status(1));
+    }
+    let res = match refresh::read_held(lock) {
+        Ok(None) => Ok("nothing (there is no file)".to_string()),
+        Ok(Some(cur)) => {
+            let new = refresh::withdrawn(&cur);
+            let what = if new.len() > table::ENTRY_SIZE {
+                "ARK and ASK only (no VCEK)"
+            } else {
+                "the empty table (no certificates)"
+            };
+            store::replace_locked(path, lock.as_ref(), &new)
+                .map(|f| {
+                    drop(f);
+                    what.to_string()
+                })
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match res {
+        Ok(what) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "snp-certs: hold: withdrew the VCEK of the previous TCB: {} now serves {what}; run `snp-certs refresh {}` once KDS can be reached (exit {EXIT_WITHDRAWN})",
+                path.display(),
+                path.display()
+            );
+            Err(Fail::Status(EXIT_WITHDRAWN))
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "snp-certs: hold: could not withdraw the VCEK of the previous TCB from {}: {e}; it may still be served (exit {EXIT_STALE})",
+                path.display()
+            );
+            Err(Fail::Status(EXIT_STALE))
+        }
+    }
+}
+
+/// The refresh of `hold --refresh`; on failure, the message and whether the
+/// installed VCEK must be withdrawn.
+fn refresh_held_inner(
+    r: &RefreshArgs,
+    path: &Path,
+    lock: &mut Option<store::LockedFile>,
+) -> Result<(), (String, bool)> {
+    use snp_certs::refresh::{self, Outcome, RefreshError};
+    let fail = |e: RefreshError| {
+        let withdraw = !matches!(e, RefreshError::Vlek(_));
+        (e.to_string(), withdraw)
+    };
+    let msg = |f: Fail| match f {
+        Fail::Usage(m) | Fail::Run(m) => (m, true),
+        Fail::Status(c) => (format!("status {c}"), true),
+    };
+    let target = r.target().map_err(msg)?;
+    let at = now().map_err(msg)?;
     if let Some(cur) = refresh::read_held(lock).map_err(fail)? {
         refresh::refuse_vlek_blob(&cur).map_err(fail)?;
         if refresh::problems_for(&cur, &target, at, true).is_empty() {
@@ -1522,7 +1626,7 @@ fn refresh_held(
             return Ok(());
         }
     }
-    let mut kds = r.kds()?;
+    let mut kds = r.kds().map_err(msg)?;
     let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
     match refresh::install_locked(path, lock, &fetched.blob, &target, at).map_err(fail)? {
         Outcome::UpToDate => {}

@@ -37,6 +37,10 @@ pub struct Target {
     pub crl: bool,
     /// The roots the chain must end in (AMD's built-in ARKs by default).
     pub anchors: verify::TrustAnchors,
+    /// Replace an installed VCEK for this chip whose TCB is newer in some
+    /// component (`--force`); otherwise such a refresh is refused, so an
+    /// older refresh that finishes last cannot downgrade the blob.
+    pub allow_older: bool,
 }
 
 /// Why a refresh failed. The installed blob is unchanged in every case.
@@ -50,12 +54,16 @@ pub enum RefreshError {
     /// What KDS served does not verify, or is not for this chip and TCB.
     Verify(Vec<String>),
     Store(StoreError),
+    /// The installed VCEK is for a newer TCB.
+    Older(String),
 }
 
 impl fmt::Display for RefreshError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RefreshError::Input(s) | RefreshError::Vlek(s) => f.write_str(s),
+            RefreshError::Input(s) | RefreshError::Vlek(s) | RefreshError::Older(s) => {
+                f.write_str(s)
+            }
             RefreshError::Kds(e) => write!(f, "{e}"),
             RefreshError::Verify(p) => write!(
                 f,
@@ -117,6 +125,7 @@ impl Target {
             tcb,
             crl: false,
             anchors: verify::TrustAnchors::amd(),
+            allow_older: false,
         })
     }
 
@@ -292,6 +301,57 @@ pub fn problems_for(blob: &[u8], t: &Target, at: Duration, installed: bool) -> V
     p
 }
 
+/// If `installed` is a verified chain whose VCEK is for `t`'s product and
+/// chip with a TCB newer than `t`'s in some component, why (installing `t`
+/// would serve an older TCB's VCEK).
+pub fn newer_installed(installed: &[u8], t: &Target, at: Duration) -> Option<String> {
+    let r = verify::verify_table_with(installed, at, &t.anchors).ok()?;
+    if !r.verified() {
+        return None;
+    }
+    let leaf = r.certs.iter().find(|c| c.role == verify::Role::Vcek)?;
+    let e = leaf.endorsement.as_ref()?;
+    if e.hwid.as_deref() != Some(t.hwid.as_slice()) {
+        return None;
+    }
+    let want = t.tcb.to_extensions();
+    let pairs = [
+        (want.bootloader, e.tcb.bootloader),
+        (want.tee, e.tcb.tee),
+        (want.snp, e.tcb.snp),
+        (want.microcode, e.tcb.microcode),
+        (want.fmc, e.tcb.fmc),
+    ];
+    let older = pairs
+        .iter()
+        .any(|p| matches!(p, (Some(w), Some(i)) if w < i));
+    older.then(|| {
+        format!(
+            "the installed VCEK is for a newer TCB ({}) than the one asked for ({want}); refusing to go back (--force to override)",
+            e.tcb
+        )
+    })
+}
+
+/// The blob that withdraws the VCEK of `installed`: its ARK and ASK alone
+/// if it has both, else the empty table (no certificates). Served while
+/// the VCEK for the new TCB cannot be had: a guest then gets no VCEK (and
+/// fetches it from AMD itself) rather than one for the old TCB.
+pub fn withdrawn(installed: &[u8]) -> Vec<u8> {
+    let empty = vec![0u8; table::ENTRY_SIZE];
+    let Ok(t) = table::parse(installed) else {
+        return empty;
+    };
+    match (t.find(CertKind::Ark), t.find(CertKind::Ask)) {
+        (Some(ark), Some(ask)) => Builder::new()
+            .add_kind(CertKind::Ark, ark.to_vec())
+            .add_kind(CertKind::Ask, ask.to_vec())
+            .build()
+            .unwrap_or(empty),
+        _ => empty,
+    }
+}
+
 /// Refuses to replace a blob that serves a VLEK.
 pub fn refuse_vlek_blob(installed: &[u8]) -> Result<(), RefreshError> {
     match table::parse(installed) {
@@ -408,6 +468,11 @@ pub fn install_locked(
         refuse_vlek_blob(&cur)?;
         if problems_for(&cur, t, at, true).is_empty() {
             return Ok(Outcome::UpToDate);
+        }
+        if !t.allow_older {
+            if let Some(why) = newer_installed(&cur, t, at) {
+                return Err(RefreshError::Older(why));
+            }
         }
     }
     let new = store::replace_locked(path, lock.as_ref(), blob)?;

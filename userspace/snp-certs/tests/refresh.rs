@@ -1139,7 +1139,8 @@ fn hold_refresh_updates_in_the_same_lock_window() {
     assert_eq!(kds.requests().len(), n);
     assert_eq!(std::fs::read(&certs).unwrap(), [0u8; 24]);
 
-    // KDS refusing after the command: exit 1, blob unchanged.
+    // KDS refusing after the command: exit 75 (withdrawn); the empty table
+    // stays the empty table.
     let o = tbin([
         "hold",
         "--refresh",
@@ -1158,7 +1159,7 @@ fn hold_refresh_updates_in_the_same_lock_window() {
     ])
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(75), "{}", out(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("refresh after the command failed"),
         "{}",
@@ -1182,6 +1183,131 @@ fn hold_refresh_updates_in_the_same_lock_window() {
         "{}",
         out(&o)
     );
+}
+
+/// Issue 22: `hold --refresh -- <firmware update>` with KDS unreachable
+/// used to exit 1 (like a failed command) with the previous TCB's VCEK still
+/// installed. Now the VCEK is withdrawn under the same lock (ARK and ASK
+/// stay) and hold exits 75.
+#[test]
+fn hold_refresh_failure_withdraws_the_old_vcek() {
+    let chip = milan_chip();
+    let chipx = hex(&chip);
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let d = tmpdir("withdraw");
+    let certs = d.join("certs.bin");
+    let kds = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
+    // A port nobody listens on: KDS unreachable.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--kds-url",
+        &url,
+        "--no-cache",
+        "--max-wait",
+        "0",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=9,ucode=115",
+        s(&certs),
+        "--",
+        "true",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", out(&o));
+    assert!(out(&o).contains("withdrew the VCEK"), "{}", out(&o));
+    let blob = std::fs::read(&certs).unwrap();
+    let t = table::parse(&blob).unwrap();
+    let kinds: Vec<CertKind> = t.entries().iter().map(|e| e.kind()).collect();
+    assert_eq!(kinds, [CertKind::Ark, CertKind::Ask]);
+    assert_eq!(t.find(CertKind::Ark).unwrap(), ca().der("ark.pem"));
+    assert_eq!(t.find(CertKind::Ask).unwrap(), ca().der("ask.pem"));
+    // The lock is free again, and a later refresh serves the VCEK again.
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
+    // A command that fails keeps its own status and nothing is withdrawn.
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--kds-url",
+        &url,
+        "--no-cache",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=9,ucode=115",
+        s(&certs),
+        "--",
+        "sh",
+        "-c",
+        "exit 1",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
+}
+
+/// Issue 22: an older refresh that finishes last must not downgrade the
+/// blob: a VCEK for a newer TCB stays unless --force.
+#[test]
+fn refresh_never_installs_an_older_tcb_without_force() {
+    let chip = milan_chip();
+    let newer = (3, 0, 9, 115, None);
+    let v8 = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let v9 = ca().vcek("Milan-B0", &chip, newer);
+    let p9 = format!(
+        "/vcek/v1/Milan/{}?blSPL=03&teeSPL=00&snpSPL=09&ucodeSPL=115",
+        hex(&chip)
+    );
+    let kds = good_kds(vec![(milan_vcek_path(), v8.clone()), (p9, v9.clone())]);
+    let d = tmpdir("older");
+    let certs = d.join("certs.bin");
+    let chipx = hex(&chip);
+    let at = |tcb: &'static str, extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = extra.iter().map(|x| x.to_string()).collect();
+        a.extend(
+            [
+                "--product",
+                "milan",
+                "--chip-id",
+                &chipx,
+                "--tcb",
+                tcb,
+                s(&certs),
+            ]
+            .iter()
+            .map(|x| x.to_string()),
+        );
+        a
+    };
+    let run = |args: Vec<String>| {
+        let v: Vec<&str> = args.iter().map(String::as_str).collect();
+        refresh(&kds, &d, &v)
+    };
+    let o = run(at("bl=3,tee=0,snp=9,ucode=115", &[]));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), v9);
+    let o = run(at("bl=3,tee=0,snp=8,ucode=115", &[]));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("newer TCB"), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), v9);
+    let o = run(at("bl=3,tee=0,snp=8,ucode=115", &["--force"]));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), v8);
 }
 
 #[test]
@@ -1517,9 +1643,13 @@ fn total_timeout_bounds_the_fetch_and_the_lock_window() {
     ])
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(75), "{}", out(&o));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    assert_eq!(std::fs::read(&certs).unwrap(), old);
+    assert_eq!(
+        std::fs::read(&certs).unwrap(),
+        old,
+        "the empty table withdrawn to itself"
+    );
     // The lock is free again at once.
     let empty = d.join("empty.bin");
     std::fs::write(&empty, [0u8; 24]).unwrap();
