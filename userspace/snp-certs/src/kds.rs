@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -216,6 +217,8 @@ pub struct Kds {
     waited: Duration,
     /// End of the `total` budget.
     deadline: Option<Instant>,
+    /// An unsafe cache directory was warned about.
+    cache_warned: std::cell::Cell<bool>,
 }
 
 impl Kds {
@@ -245,6 +248,7 @@ impl Kds {
             requests: 0,
             waited: Duration::ZERO,
             deadline,
+            cache_warned: std::cell::Cell::new(false),
         })
     }
 
@@ -459,8 +463,13 @@ impl Kds {
         Ok((der, src))
     }
 
+    /// The entry `key` of this KDS's part of the cache: entries are kept
+    /// per KDS origin ([`origin_dir`]), so a test run against another
+    /// `--kds-url` never feeds a later refresh from AMD's KDS.
     fn cache_path(&self, key: &str) -> Option<PathBuf> {
-        self.cache.as_ref().map(|d| d.join(key))
+        self.cache
+            .as_ref()
+            .map(|d| d.join(origin_dir(&self.base)).join(key))
     }
 
     fn cached_get(
@@ -470,17 +479,80 @@ impl Kds {
         use_cache: bool,
     ) -> Result<(Vec<u8>, Source), KdsError> {
         if let Some(p) = self.cache_path(key).filter(|_| use_cache) {
-            let mut b = Vec::new();
-            let read = std::fs::File::open(&p)
-                .and_then(|f| f.take(MAX_BODY.saturating_add(1)).read_to_end(&mut b));
-            // Unreadable, empty or oversized entries are ignored (and
-            // replaced once the fetched certificates verify).
-            if read.is_ok() && !b.is_empty() && b.len() as u64 <= MAX_BODY {
-                return Ok((b, Source::Cache));
+            if self.cache_dirs_safe(&p) {
+                let mut b = Vec::new();
+                let read = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                    .open(&p)
+                    .and_then(|f| {
+                        if f.metadata()?.is_file() {
+                            f.take(MAX_BODY.saturating_add(1)).read_to_end(&mut b)
+                        } else {
+                            Err(std::io::Error::other("not a regular file"))
+                        }
+                    });
+                // Unreadable, empty or oversized entries are ignored (and
+                // replaced once the fetched certificates verify). What is
+                // read is verified again by the caller, like a fetch.
+                if read.is_ok() && !b.is_empty() && b.len() as u64 <= MAX_BODY {
+                    return Ok((b, Source::Cache));
+                }
             }
         }
         let b = self.get(url)?;
         Ok((b, Source::Kds))
+    }
+
+    /// Every directory from the cache directory down to `entry`'s parent
+    /// that exists must be a real directory (not a symbolic link), owned by
+    /// us or root, and writable by nobody else: otherwise another local user
+    /// could plant certificates (they would still have to verify, but could
+    /// pin an old VCEK) or redirect writes. An unsafe cache is not used
+    /// (warned about once).
+    fn cache_dirs_safe(&self, entry: &Path) -> bool {
+        let Some(root) = &self.cache else {
+            return false;
+        };
+        // SAFETY: geteuid(2) takes no arguments, touches no memory and
+        // cannot fail.
+        let euid = unsafe { nix::libc::geteuid() };
+        let mut dirs: Vec<&Path> = entry
+            .ancestors()
+            .skip(1)
+            .take_while(|d| d.starts_with(root))
+            .collect();
+        dirs.reverse();
+        for d in dirs {
+            let m = match std::fs::symlink_metadata(d) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+                Err(_) => return false,
+            };
+            let why = if !m.file_type().is_dir() {
+                Some("not a directory (or a symbolic link)".to_string())
+            } else if m.uid() != euid && m.uid() != 0 {
+                Some(format!("owned by uid {}, not by us or root", m.uid()))
+            } else if m.mode() & 0o022 != 0 {
+                Some(format!(
+                    "mode {:o}: writable by group or others",
+                    m.mode() & 0o7777
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                if !self.cache_warned.replace(true) {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "snp-certs: warning: not using the cache: {}: {why}",
+                        d.display()
+                    );
+                }
+                return false;
+            }
+        }
+        true
     }
 
     /// Stores a fetched body in the cache (call once it verified). Errors
@@ -489,7 +561,14 @@ impl Kds {
         let Some(p) = self.cache_path(&key_kind.path()) else {
             return;
         };
-        if let Err(e) = write_atomic(&p, body) {
+        let res = create_dirs(&p).and_then(|()| {
+            if self.cache_dirs_safe(&p) {
+                write_atomic(&p, body)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = res {
             let _ = writeln!(
                 std::io::stderr(),
                 "snp-certs: warning: cannot cache {}: {e}",
@@ -524,22 +603,64 @@ impl CacheKey<'_> {
     }
 }
 
+/// The cache subdirectory of a KDS base URL: scheme, host, port and path
+/// with every character but `[a-z0-9.-]` as `_`, e.g. `https_kdsintf.amd.com`,
+/// `http_127.0.0.1_18080`.
+pub fn origin_dir(base: &str) -> String {
+    base.trim_end_matches('/')
+        .to_ascii_lowercase()
+        .replacen("://", "_", 1)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Creates the directories above `path` (mode 0755 before the umask).
+fn create_dirs(path: &Path) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+}
+
+static TMP_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Writes `body` to `path` through a temporary file and a rename, so a
-/// reader never sees half a certificate.
+/// reader never sees half a certificate. The temporary has an unpredictable
+/// name and is created with `O_EXCL | O_NOFOLLOW` (a planted file or
+/// symbolic link makes it fail, never write elsewhere), mode 0644.
 fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = TMP_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{n}.{nanos:x}",
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         std::process::id()
     ));
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&tmp)?;
         f.write_all(body)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -431,8 +431,9 @@ fn from_report_fetches_verifies_installs_then_is_a_no_op() {
     assert_eq!(kds.requests().len(), 2);
     assert_eq!(std::fs::read(&other).unwrap(), blob);
 
-    // A new TCB (after a firmware update): the new VCEK is fetched, the
-    // chain comes from the cache.
+    // A new TCB (after a firmware update): the new VCEK is fetched. This
+    // stand-in listens on another port, so it is another KDS origin: the
+    // cache (per origin) has nothing of it and the chain is fetched too.
     let tcb2 = (3, 0, 9, 115, None);
     let vcek2 = ca().vcek("Milan-B0", &chip, tcb2);
     let path2 = format!(
@@ -447,7 +448,10 @@ fn from_report_fetches_verifies_installs_then_is_a_no_op() {
     .unwrap();
     let o = refresh(&kds2, &d, &["--from-report", s(&rep), s(&certs)]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert_eq!(kds2.requests(), [path2]);
+    assert_eq!(
+        kds2.requests(),
+        ["/vcek/v1/Milan/cert_chain".to_string(), path2]
+    );
     assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek2);
 }
 
@@ -910,12 +914,16 @@ fn a_corrupt_cache_entry_is_fetched_again() {
     args.retain(|a| *a != "--no-cache");
     let o = refresh(&kds, &d, &args);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    let entry = d
-        .join("cache/vcek/Milan")
+    // Entries live under the KDS origin: "http_127.0.0.1_PORT".
+    let origin = d
+        .join("cache")
+        .join(format!("http_127.0.0.1_{}", kds.addr.port()));
+    let entry = origin
+        .join("vcek/Milan")
         .join(hex(&chip))
         .join("bl=3,tee=0,snp=8,ucode=115.der");
     assert_eq!(std::fs::read(&entry).unwrap(), vcek);
-    assert!(d.join("cache/cert_chain/Milan.pem").exists());
+    assert!(origin.join("cert_chain/Milan.pem").exists());
     // Corrupt it with another chip's VCEK, and make the blob stale.
     let mut other = chip.clone();
     other[5] ^= 0x80;
@@ -931,6 +939,75 @@ fn a_corrupt_cache_entry_is_fetched_again() {
     );
     assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
     assert_eq!(std::fs::read(&entry).unwrap(), vcek);
+}
+
+/// Issue 22: a `refresh --kds-url` test run filled the cache that a later
+/// refresh against another KDS then installed from ("0 KDS requests"). The
+/// cache is now kept per KDS origin; a cache directory others can write is
+/// not used; planted symbolic links are not followed.
+#[test]
+fn the_cache_is_per_kds_origin_and_refused_when_others_can_write_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let test_kds = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let other_kds = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let d = tmpdir("origin");
+    let blob_a = d.join("a.bin");
+    let mut args = explicit_milan(&[], s(&blob_a));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&test_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(test_kds.requests().len(), 2);
+    // Another KDS, another blob: its cache is empty, so it is asked.
+    let blob_b = d.join("b.bin");
+    let mut args = explicit_milan(&[], s(&blob_b));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&other_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(other_kds.requests().len(), 2, "{}", out(&o));
+    // The same KDS again: from its cache, no request.
+    let blob_c = d.join("c.bin");
+    let mut args = explicit_milan(&[], s(&blob_c));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&test_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(test_kds.requests().len(), 2, "{}", out(&o));
+    // A cache directory anyone can write: not used (warned), KDS asked.
+    let cache = d.join("cache");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let blob_e = d.join("e.bin");
+    let mut args = explicit_milan(&[], s(&blob_e));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&test_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("not using the cache"), "{}", out(&o));
+    assert!(
+        out(&o).contains("writable by group or others"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(test_kds.requests().len(), 4, "{}", out(&o));
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A symbolic link planted at an entry: never followed (read or write).
+    let origin = cache.join(format!("http_127.0.0.1_{}", other_kds.addr.port()));
+    let entry = origin.join("cert_chain/Milan.pem");
+    let victim = d.join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&victim, &entry).unwrap();
+    let blob_f = d.join("f.bin");
+    let mut args = explicit_milan(&[], s(&blob_f));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&other_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(
+        other_kds.requests().len(),
+        3,
+        "chain fetched again: {}",
+        out(&o)
+    );
 }
 
 #[test]
