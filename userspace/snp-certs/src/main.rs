@@ -40,7 +40,7 @@ Usage:
                   [--entry GUID=FILE]... [--allow-oversize] [--no-verify] -o BLOB
   snp-certs inspect [--json] BLOB
   snp-certs verify [--at TIME] BLOB
-  snp-certs install [--timeout SECS] [--in-place] [--no-verify] BLOB PATH
+  snp-certs install [--timeout SECS] [--in-place] [--no-verify] [--mode M] [--group G] BLOB PATH
   snp-certs hold [--timeout SECS] [--install BLOB [--no-verify]] PATH -- CMD [ARGS...]
   snp-certs refresh [SOURCE] [KDS OPTIONS] [--timeout SECS] PATH
   snp-certs hold [--timeout SECS] --refresh [SOURCE] [KDS OPTIONS] PATH -- CMD [ARGS...]
@@ -113,7 +113,7 @@ table), 2 on a usage error.
 ";
 
 const INSTALL_HELP: &str = "\
-snp-certs install [--timeout SECS] [--in-place] [--no-verify] BLOB PATH
+snp-certs install [--timeout SECS] [--in-place] [--no-verify] [--mode M] [--group G] BLOB PATH
 
 Validates BLOB and verifies its chain as `verify` does (a chain that does not
 verify is refused unless --no-verify is given; the empty table, which serves
@@ -130,6 +130,15 @@ file and rewrites it in place (write, truncate, fsync) before unlocking; the
 inode stays the same. Locking readers still see the old or the new blob; a
 reader that takes no lock can see a torn file meanwhile, and a crash during
 the rewrite can leave one. PATH must exist.
+
+--mode OCTAL, --group NAME|GID: the blob file's permission bits and group.
+Default: those of the file replaced; a first install gets mode 0640 (never
+the umask's) and the caller's group. Give the VMMs' group (e.g. --group kvm)
+and nothing to others: whoever can read the blob can take a shared lock on
+it and stall every update. Temporaries are created 0600. A symbolic link at
+PATH is refused (updaters never follow one): give the path it points to.
+Also on `hold` and `refresh`. --trust-anchor FILE (also on build, verify,
+hold, refresh) trusts another root besides AMD's built-in ARKs.
 ";
 
 const HOLD_HELP: &str = "\
@@ -255,6 +264,50 @@ fn add_anchor(anchors: &mut verify::TrustAnchors, v: &OsString) -> Result<(), Fa
     anchors
         .add_cert(&raw, &p.display().to_string())
         .map_err(|e| Fail::Run(format!("--trust-anchor {e}")))
+}
+
+/// `--mode OCTAL`: permission bits of the installed blob.
+fn parse_mode(v: &OsStr) -> Result<u32, Fail> {
+    let t = v.to_str().unwrap_or("");
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o777 && !t.is_empty() => Ok(m),
+        _ => usage(format!(
+            "--mode wants octal permission bits (e.g. 0640), got {t:?}"
+        )),
+    }
+}
+
+/// `--group NAME|GID`: group of the installed blob (names from /etc/group).
+fn parse_group(v: &OsStr) -> Result<u32, Fail> {
+    let t = v.to_str().unwrap_or("");
+    if let Ok(g) = t.parse::<u32>() {
+        return Ok(g);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse::<u32>().ok()?;
+            (name == t && !t.is_empty()).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| Fail::Usage(format!("--group: no group {t:?} in /etc/group")))
+}
+
+/// `--mode` and `--group` of the updating commands; returns whether `opt` was one.
+fn take_perms(
+    perms: &mut store::Perms,
+    opt: &str,
+    it: &mut std::slice::Iter<'_, OsString>,
+) -> Result<bool, Fail> {
+    match opt {
+        "--mode" => perms.mode = Some(parse_mode(value(it, opt)?)?),
+        "--group" => perms.gid = Some(parse_group(value(it, opt)?)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Takes the value after option `name`.
@@ -860,11 +913,15 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
     let mut in_place = false;
     let mut no_verify = false;
     let mut anchors = verify::TrustAnchors::amd();
+    let mut perms = store::Perms::default();
     let mut pos = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("-h" | "--help") => return print(INSTALL_HELP),
+            Some(o @ ("--mode" | "--group")) => {
+                take_perms(&mut perms, o, &mut it)?;
+            }
             Some("--trust-anchor") => add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?,
             Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
             Some("--in-place") => in_place = true,
@@ -893,7 +950,7 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
         ));
     }
     if in_place {
-        store::install_in_place(path, &blob, Some(timeout)).map_err(|e| match e {
+        store::install_in_place_perms(path, &blob, Some(timeout), perms).map_err(|e| match e {
             StoreError::Io { err, .. } if err.kind() == std::io::ErrorKind::NotFound => {
                 Fail::Run(format!(
                     "{}: does not exist; --in-place rewrites an existing file (install without --in-place creates it)",
@@ -903,7 +960,7 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
             e => store_err(path, e),
         })?;
     } else {
-        store::install(path, &blob, Some(timeout)).map_err(|e| store_err(path, e))?;
+        store::install_perms(path, &blob, Some(timeout), perms).map_err(|e| store_err(path, e))?;
     }
     print(&format!(
         "installed {} ({} bytes) at {}{}\n",
@@ -991,6 +1048,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     let mut install: Option<PathBuf> = None;
     let mut no_verify = false;
     let mut anchors = verify::TrustAnchors::amd();
+    let mut perms = store::Perms::default();
     let mut path: Option<PathBuf> = None;
     let mut it = args.iter();
     let mut cmd: Option<&[OsString]> = None;
@@ -1001,6 +1059,10 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
             Some("-h" | "--help") => return print(HOLD_HELP),
             Some("--trust-anchor") => {
                 add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?;
+                idx = idx.saturating_add(1);
+            }
+            Some(o @ ("--mode" | "--group")) => {
+                take_perms(&mut perms, o, &mut it)?;
                 idx = idx.saturating_add(1);
             }
             Some("--timeout") => {
@@ -1044,6 +1106,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     }
     if let Some(r) = refresh.as_mut() {
         r.anchors = anchors.clone();
+        r.perms = perms;
         r.check()?;
     }
     let new_blob = match &install {
@@ -1103,8 +1166,8 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
             return res;
         }
         if let Some(b) = new_blob {
-            let newf =
-                store::replace_locked(&path, lock.as_ref(), &b).map_err(|e| store_err(&path, e))?;
+            let newf = store::replace_locked_perms(&path, lock.as_ref(), &b, perms)
+                .map_err(|e| store_err(&path, e))?;
             drop(newf);
             let _ = writeln!(
                 std::io::stderr(),
@@ -1200,6 +1263,7 @@ struct RefreshArgs {
     proxy: Option<String>,
     policy: snp_certs::kds::RetryPolicy,
     anchors: verify::TrustAnchors,
+    perms: store::Perms,
 }
 
 fn parse_hex(v: &OsStr) -> Result<Vec<u8>, Fail> {
@@ -1441,6 +1505,9 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
             Some("--trust-anchor") => {
                 add_anchor(&mut r.anchors, value(&mut it, "--trust-anchor")?)?
             }
+            Some(o @ ("--mode" | "--group")) => {
+                take_perms(&mut r.perms, o, &mut it)?;
+            }
             Some(s) if RefreshArgs::takes(s) => {
                 r.take(s, &mut it)?;
             }
@@ -1501,7 +1568,7 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
                 continue;
             }
         }
-        match refresh::install_locked(&path, &mut lock, &fetched.blob, &target, at) {
+        match refresh::install_locked(&path, &mut lock, &fetched.blob, &target, at, r.perms) {
             // PATH did not exist and another installer created it meanwhile
             // (the first install never clobbers): lock theirs and look again.
             Err(refresh::RefreshError::Store(StoreError::Io { err, .. }))
@@ -1567,7 +1634,7 @@ fn refresh_held(
             } else {
                 "the empty table (no certificates)"
             };
-            store::replace_locked(path, lock.as_ref(), &new)
+            store::replace_locked_perms(path, lock.as_ref(), &new, r.perms)
                 .map(|f| {
                     drop(f);
                     what.to_string()
@@ -1628,7 +1695,7 @@ fn refresh_held_inner(
     }
     let mut kds = r.kds().map_err(msg)?;
     let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
-    match refresh::install_locked(path, lock, &fetched.blob, &target, at).map_err(fail)? {
+    match refresh::install_locked(path, lock, &fetched.blob, &target, at, r.perms).map_err(fail)? {
         Outcome::UpToDate => {}
         Outcome::Installed => {
             let _ = writeln!(

@@ -463,6 +463,7 @@ pub fn install_locked(
     blob: &[u8],
     t: &Target,
     at: Duration,
+    perms: store::Perms,
 ) -> Result<Outcome, RefreshError> {
     if let Some(cur) = read_held(lock)? {
         refuse_vlek_blob(&cur)?;
@@ -475,7 +476,7 @@ pub fn install_locked(
             }
         }
     }
-    let new = store::replace_locked(path, lock.as_ref(), blob)?;
+    let new = store::replace_locked_perms(path, lock.as_ref(), blob, perms)?;
     drop(new);
     Ok(Outcome::Installed)
 }
