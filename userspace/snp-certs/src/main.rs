@@ -13,8 +13,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -28,6 +29,9 @@ use snp_certs::verify;
 
 /// Environment variable `hold` sets for its command: the held path.
 const HOLD_ENV: &str = "SNP_CERTS_HOLD";
+/// Environment variable `hold` sets for its command: the descriptor, which
+/// the command inherits, whose open file description holds the lock.
+const HOLD_FD_ENV: &str = "SNP_CERTS_HOLD_FD";
 /// Largest input file read (certificates, blobs).
 const MAX_INPUT: u64 = 1 << 20;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -154,6 +158,9 @@ CMD runs, as for `install`. Exits with CMD's status
 (128+N if CMD was killed by signal N, 127 if it could not be started).
 CMD gets SNP_CERTS_HOLD=PATH in its environment. SIGTERM, SIGINT and SIGHUP
 sent to hold are passed on to CMD; hold keeps the lock until CMD has ended.
+CMD inherits the locked descriptor (its number in SNP_CERTS_HOLD_FD), so the
+lock outlives a SIGKILLed hold for as long as CMD (or anything that inherited
+the descriptor from it) runs; CMD must not close it early.
 
 With --refresh (and the SOURCE and KDS options of `refresh`), after CMD
 succeeds hold refreshes the VCEK as `refresh` does, still under the same lock
@@ -1138,11 +1145,26 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
                 .map_err(|e| store_err(&path, e))?,
         )
     };
-    let status = run_forwarding_signals(
-        Command::new(prog)
-            .args(prog_args)
-            .env(HOLD_ENV, path.as_os_str()),
-    );
+    let mut command = Command::new(prog);
+    command.args(prog_args).env(HOLD_ENV, path.as_os_str());
+    // CMD inherits the locked descriptor (its open file description, which
+    // owns the OFD lock): if hold is SIGKILLed while CMD runs, the lock
+    // stays until CMD (and whatever inherited it from CMD) has ended.
+    if let Some(fd) = lock.as_ref().map(|l| l.file().as_raw_fd()) {
+        command.env(HOLD_FD_ENV, fd.to_string());
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls fcntl(2), which is async-signal-safe; `fd` is a plain
+        // integer copied in, open in the child as in the parent.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let status = run_forwarding_signals(&mut command);
     let status = match status {
         Ok(s) => s,
         Err(e) => {

@@ -589,3 +589,40 @@ fn nix_is_root() -> bool {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
+
+/// Issue 22: when `hold` was SIGKILLed while its command ran, `install` got
+/// the lock at once (the command did not inherit the locked descriptor).
+/// Now the lock lasts as long as the command.
+#[test]
+fn the_lock_outlives_a_sigkilled_hold_while_its_command_runs() {
+    let d = tmpdir("holdkill");
+    let b = d.join("new.bin");
+    std::fs::write(&b, [0u8; 24]).unwrap();
+    let p = d.join("certs.bin");
+    assert!(run(&["install", s(&b), s(&p)]).status.success());
+    let started = d.join("started");
+    let script = format!("touch {}; sleep 3", s(&started));
+    let mut hold = bin()
+        .args(["hold", s(&p), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !started.exists() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    hold.kill().unwrap(); // SIGKILL
+    hold.wait().unwrap();
+    let o = run(&["install", "--timeout", "0.3", s(&b), s(&p)]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the lock went with hold: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lock busy"));
+    // Once the command has ended, the lock is free.
+    let o = run(&["install", "--timeout", "10", s(&b), s(&p)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(2));
+}
