@@ -28,6 +28,95 @@ use crate::report::{Product, TcbVersion};
 pub const DEFAULT_KDS_URL: &str = "https://kdsintf.amd.com";
 /// Where fetched VCEKs and chains are kept.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/snp-certs";
+/// Redirects followed per request (same origin only).
+pub const MAX_REDIRECTS: u32 = 5;
+
+/// `scheme://host[:port]` of a URL, lower-case, with the scheme's default
+/// port made explicit; None if it is not an http(s) URL.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let auth = rest.split(['/', '?', '#']).next()?;
+    let hostport = auth.rsplit('@').next()?.to_ascii_lowercase();
+    if hostport.is_empty() {
+        return None;
+    }
+    let has_port = match hostport.rfind(':') {
+        Some(i) => !hostport.get(i..)?.contains(']'),
+        None => false,
+    };
+    Some(if has_port {
+        format!("{scheme}://{hostport}")
+    } else {
+        format!("{scheme}://{hostport}:{default}")
+    })
+}
+
+/// Where a redirect from `from` to `location` leads, if it stays on the same
+/// origin (scheme, host and port): a redirect to another host, or from
+/// https to http, is refused (the answer would come from someone else).
+pub fn redirect_target(from: &str, location: &str) -> Result<String, String> {
+    let to = if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else if location.starts_with('/') && !location.starts_with("//") {
+        let o = origin(from).ok_or("not an http(s) URL")?;
+        format!("{o}{location}")
+    } else {
+        return Err(format!("Location {location:?} is not absolute"));
+    };
+    match (origin(from), origin(&to)) {
+        (Some(a), Some(b)) if a == b => Ok(to),
+        _ => Err(format!(
+            "to {to}: another host, port or scheme (only same-origin redirects are followed)"
+        )),
+    }
+}
+
+/// The host of an http(s) URL (no port, no brackets).
+fn host_of(url: &str) -> Option<String> {
+    let o = origin(url)?;
+    let hp = o.split_once("://")?.1;
+    let host = match hp.rfind(':') {
+        Some(i) => hp.get(..i)?,
+        None => hp,
+    };
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+}
+
+/// The proxy for `base` from the environment, as curl reads it: `NO_PROXY`
+/// (or `no_proxy`; `*`, or comma-separated host names matching the host or
+/// a domain above it) first; then for https `HTTPS_PROXY`, `https_proxy`,
+/// and for http `http_proxy` (not `HTTP_PROXY`: CGI "httpoxy"); then
+/// `ALL_PROXY`, `all_proxy`. `--proxy` takes precedence over all of them.
+pub fn proxy_from_env(base: &str, get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let host = host_of(base)?;
+    let set = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+    if let Some(no) = set("NO_PROXY").or_else(|| set("no_proxy")) {
+        for e in no.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let e = e.trim_start_matches('.').to_ascii_lowercase();
+            let e = e.split(':').next().unwrap_or("").to_string();
+            if e == "*" || host == e || host.ends_with(&format!(".{e}")) {
+                return None;
+            }
+        }
+    }
+    let keys: &[&str] = if base.to_ascii_lowercase().starts_with("https://") {
+        &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    } else {
+        &["http_proxy", "ALL_PROXY", "all_proxy"]
+    };
+    keys.iter().find_map(|k| set(k))
+}
+
 /// Largest body accepted (a VCEK is ~1.3 KiB, a cert_chain ~4.5 KiB).
 pub const MAX_BODY: u64 = 64 * 1024;
 
@@ -184,6 +273,8 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
 /// One attempt's outcome.
 enum Attempt {
     Done(Vec<u8>),
+    /// A redirect to this URL on the same origin.
+    Redirect(String),
     /// Worth retrying: why, and the server's Retry-After if any.
     Retry(String, Option<Duration>, bool),
     Final(KdsError),
@@ -232,10 +323,16 @@ impl Kds {
         proxy: Option<&str>,
     ) -> Result<Kds, String> {
         let mut b = ureq::AgentBuilder::new()
+            // Redirects are followed by `get`, on the same origin only.
+            .redirects(0)
             .timeout_connect(policy.request_timeout)
             .timeout(policy.request_timeout)
             .user_agent(concat!("snp-certs/", env!("CARGO_PKG_VERSION")));
-        if let Some(p) = proxy {
+        let env_proxy = match proxy {
+            Some(_) => None,
+            None => proxy_from_env(base, |k| std::env::var(k).ok()),
+        };
+        if let Some(p) = proxy.or(env_proxy.as_deref()) {
             b = b.proxy(ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}"))?);
         }
         let agent = b.build();
@@ -280,6 +377,20 @@ impl Kds {
         };
         self.requests = self.requests.saturating_add(1);
         let resp = match self.agent.get(url).timeout(timeout).call() {
+            Ok(r) if (300..400).contains(&r.status()) => {
+                let code = r.status();
+                return match r.header("Location").map(|l| redirect_target(url, l)) {
+                    Some(Ok(to)) => Attempt::Redirect(to),
+                    Some(Err(why)) => Attempt::Final(KdsError::Unreachable {
+                        url: url.to_string(),
+                        reason: format!("HTTP {code} redirect refused: {why}"),
+                    }),
+                    None => Attempt::Final(KdsError::Status {
+                        url: url.to_string(),
+                        code,
+                    }),
+                };
+            }
             Ok(r) => r,
             Err(ureq::Error::Status(code, r)) => {
                 let ra = r
@@ -347,12 +458,28 @@ impl Kds {
 
     /// GET `url` with the retry policy.
     pub fn get(&mut self, url: &str) -> Result<Vec<u8>, KdsError> {
+        let first = url;
+        let mut current = url.to_string();
+        let mut redirects = 0u32;
         let mut delay = self.policy.base_delay;
         let mut tries = 0u32;
         loop {
+            let url = current.as_str();
             tries = tries.saturating_add(1);
             let (why, retry_after, http) = match self.attempt(url) {
                 Attempt::Done(b) => return Ok(b),
+                Attempt::Redirect(to) => {
+                    redirects = redirects.saturating_add(1);
+                    if redirects > MAX_REDIRECTS {
+                        return Err(KdsError::Unreachable {
+                            url: first.to_string(),
+                            reason: format!("more than {MAX_REDIRECTS} redirects"),
+                        });
+                    }
+                    tries = 0;
+                    current = to;
+                    continue;
+                }
                 Attempt::Final(e) => return Err(e),
                 Attempt::Retry(why, ra, http) => (why, ra, http),
             };
@@ -708,6 +835,78 @@ mod tests {
         assert_eq!(
             crl_url("http://x/", Product::Milan),
             "http://x/vcek/v1/Milan/crl"
+        );
+    }
+
+    #[test]
+    fn redirects_only_within_the_origin() {
+        let u = "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain";
+        assert_eq!(
+            redirect_target(u, "/vcek/v1/Milan/cert_chain2"),
+            Ok("https://kdsintf.amd.com:443/vcek/v1/Milan/cert_chain2".into())
+        );
+        assert!(redirect_target(u, "https://kdsintf.amd.com:443/x").is_ok());
+        for bad in [
+            "http://kdsintf.amd.com/x",
+            "https://evil.example/x",
+            "https://kdsintf.amd.com:8443/x",
+            "//evil.example/x",
+            "x/y",
+            "ftp://kdsintf.amd.com/x",
+        ] {
+            assert!(redirect_target(u, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_environment_as_curl_reads_it() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let amd = "https://kdsintf.amd.com";
+        assert_eq!(
+            proxy_from_env(amd, env(&[("HTTPS_PROXY", "http://p:3128")])),
+            Some("http://p:3128".into())
+        );
+        assert_eq!(
+            proxy_from_env(amd, env(&[("https_proxy", "http://p:1")])),
+            Some("http://p:1".into())
+        );
+        // http_proxy is not for https; HTTP_PROXY is never read.
+        assert_eq!(
+            proxy_from_env(amd, env(&[("http_proxy", "http://p:1")])),
+            None
+        );
+        assert_eq!(
+            proxy_from_env("http://x", env(&[("HTTP_PROXY", "http://p:1")])),
+            None
+        );
+        assert_eq!(
+            proxy_from_env(amd, env(&[("ALL_PROXY", "http://a:1")])),
+            Some("http://a:1".into())
+        );
+        for no in [
+            "amd.com",
+            ".amd.com",
+            "kdsintf.amd.com",
+            "*",
+            "x, amd.com:443",
+        ] {
+            let pairs: &'static [(&str, &str)] =
+                Box::leak(Box::new([("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", no)]));
+            assert_eq!(proxy_from_env(amd, env(pairs)), None, "{no}");
+        }
+        assert_eq!(
+            proxy_from_env(
+                amd,
+                env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "md.com")])
+            ),
+            Some("http://p:1".into())
         );
     }
 

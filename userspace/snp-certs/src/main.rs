@@ -1240,8 +1240,11 @@ KDS OPTIONS:
                        chip and TCB) and each product's chain is fetched once
                        and kept once it verified; --no-cache skips it
   --proxy URL          HTTP proxy, http://[user:password@]host:port (HTTPS
-                       goes through it with CONNECT); the *_proxy
-                       environment variables are not read
+                       goes through it with CONNECT); without it,
+                       HTTPS_PROXY/https_proxy (http_proxy for http://),
+                       ALL_PROXY/all_proxy, and NO_PROXY/no_proxy, as curl
+                       reads them. Redirects are followed only within
+                       the same scheme, host and port.
   --http-timeout SECS  per request (connect, send, whole body); default 30
   --max-wait SECS      total wait between retries; default 60
   --total-timeout SECS all requests and waits together; default none (0),

@@ -163,6 +163,8 @@ enum Reply {
     Slow(Duration, Vec<u8>),
     /// Announces the whole body's length, sends half of it, closes.
     Truncated(Vec<u8>),
+    /// 302 to this Location.
+    Redirect(String),
 }
 
 type Script = dyn Fn(&str, usize) -> Reply + Send + Sync;
@@ -259,6 +261,9 @@ fn serve(conn: TcpStream, log: &Mutex<Vec<String>>, script: &Script) {
             std::thread::sleep(d);
             w.write_all(head(200, "OK", b.len(), "").as_bytes())
                 .and_then(|()| w.write_all(&b))
+        }
+        Reply::Redirect(to) => {
+            w.write_all(head(302, "Found", 0, &format!("Location: {to}\r\n")).as_bytes())
         }
         Reply::Truncated(b) => w
             .write_all(head(200, "OK", b.len(), "").as_bytes())
@@ -1664,6 +1669,94 @@ fn through_an_http_proxy() {
             format!("http://kds.test{}", milan_vcek_path())
         ]
     );
+    // Issue 22: the proxy environment variables were ignored. Now
+    // http_proxy is used, and NO_PROXY naming the host turns it off.
+    let certs2 = d.join("certs2.bin");
+    let mut args = vec![
+        "refresh",
+        "--kds-url",
+        "http://kds.test",
+        "--retry-delay",
+        "0.01",
+    ];
+    args.extend(explicit_milan(&[], s(&certs2)));
+    let o = tbin(&args)
+        .env("http_proxy", &proxy.url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(proxy.requests().len(), 4);
+    let o = tbin(&args)
+        .env("http_proxy", &proxy.url)
+        .env("NO_PROXY", "example.org,.test")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "up to date: {}", out(&o));
+    std::fs::remove_file(&certs2).unwrap();
+    let o = tbin(&args)
+        .env("http_proxy", &proxy.url)
+        .env("NO_PROXY", "example.org,.test")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "kds.test is not resolved without the proxy: {}",
+        out(&o)
+    );
+    assert_eq!(proxy.requests().len(), 4);
+}
+
+/// Issue 22: redirects were followed to other hosts and from https to http.
+/// Only same-origin redirects are followed now.
+#[test]
+fn redirects_are_followed_on_the_same_origin_only() {
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let other = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let other_url = other.url.clone();
+    let vp = milan_vcek_path();
+    let chain = ca().cert_chain();
+    let (v2, c2) = (vcek.clone(), chain.clone());
+    // Redirects the VCEK elsewhere (another port: another origin).
+    let kds = Kds::start(move |p, _| {
+        if p.ends_with("/cert_chain") {
+            Reply::Ok(c2.clone())
+        } else if p == vp {
+            Reply::Redirect(format!("{other_url}{p}"))
+        } else {
+            Reply::Status(404)
+        }
+    });
+    let d = tmpdir("redirect");
+    let certs = d.join("certs.bin");
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("redirect refused"), "{}", out(&o));
+    assert!(
+        other.requests().is_empty(),
+        "followed: {:?}",
+        other.requests()
+    );
+    assert!(!certs.exists());
+    // Same origin: followed.
+    let vp = milan_vcek_path();
+    let kds = Kds::start(move |p, _| {
+        if p.ends_with("/cert_chain") {
+            Reply::Ok(chain.clone())
+        } else if p == vp {
+            Reply::Redirect("/moved/vcek.der".into())
+        } else if p == "/moved/vcek.der" {
+            Reply::Ok(v2.clone())
+        } else {
+            Reply::Status(404)
+        }
+    });
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
 }
 
 /// `--total-timeout` bounds all requests and waits together, whatever
