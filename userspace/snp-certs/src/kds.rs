@@ -28,6 +28,51 @@ use crate::report::{Product, TcbVersion};
 pub const DEFAULT_KDS_URL: &str = "https://kdsintf.amd.com";
 /// Where fetched VCEKs and chains are kept.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/snp-certs";
+/// The system's CA bundle: `SSL_CERT_FILE` if set, else the first of the
+/// usual distribution paths that exists.
+pub fn system_ca_bundle() -> Option<PathBuf> {
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        return Some(PathBuf::from(f));
+    }
+    [
+        "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Arch
+        "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+        "/etc/ssl/ca-bundle.pem",             // openSUSE
+        "/etc/ssl/cert.pem",                  // Alpine
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+/// The HTTPS roots: Mozilla's (webpki-roots, built in), the system
+/// bundle's (unreadable or unparsable: skipped), and every certificate of
+/// `ca_files` (which must be readable and hold at least one usable one).
+pub fn root_store(ca_files: &[PathBuf]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let read = |p: &Path| -> Result<Vec<Vec<u8>>, String> {
+        let raw = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::pem::chain_to_der(&raw).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    if let Some(sys) = system_ca_bundle() {
+        if let Ok(certs) = read(&sys) {
+            roots.add_parsable_certificates(certs.into_iter().map(Into::into));
+        }
+    }
+    for f in ca_files {
+        let (ok, _) = roots.add_parsable_certificates(read(f)?.into_iter().map(Into::into));
+        if ok == 0 {
+            return Err(format!(
+                "{}: no usable CA certificate (--ca-file)",
+                f.display()
+            ));
+        }
+    }
+    Ok(roots)
+}
+
 /// Redirects followed per request (same origin only).
 pub const MAX_REDIRECTS: u32 = 5;
 
@@ -322,7 +367,29 @@ impl Kds {
         cache: Option<PathBuf>,
         proxy: Option<&str>,
     ) -> Result<Kds, String> {
+        Kds::with_roots(base, policy, cache, proxy, &[])
+    }
+
+    /// [`Kds::new`], trusting for HTTPS Mozilla's roots (built in), the
+    /// system's trust store ([`system_ca_bundle`]) and the certificates in
+    /// `ca_files`.
+    pub fn with_roots(
+        base: &str,
+        policy: RetryPolicy,
+        cache: Option<PathBuf>,
+        proxy: Option<&str>,
+        ca_files: &[PathBuf],
+    ) -> Result<Kds, String> {
+        let roots = root_store(ca_files)?;
+        let tls = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let mut b = ureq::AgentBuilder::new()
+            .tls_config(std::sync::Arc::new(tls))
             // Redirects are followed by `get`, on the same origin only.
             .redirects(0)
             .timeout_connect(policy.request_timeout)
@@ -836,6 +903,23 @@ mod tests {
             crl_url("http://x/", Product::Milan),
             "http://x/vcek/v1/Milan/crl"
         );
+    }
+
+    #[test]
+    fn roots_are_mozillas_plus_the_system_store_plus_ca_files() {
+        let builtin = webpki_roots::TLS_SERVER_ROOTS.len();
+        let base = root_store(&[]).unwrap().roots.len();
+        assert!(base >= builtin);
+        // AMD's Milan ARK (any CA certificate will do) as --ca-file.
+        let d = std::env::temp_dir().join(format!("snp-certs-kds-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("ca.pem");
+        std::fs::write(&f, include_bytes!("amd/milan-ark.pem")).unwrap();
+        assert_eq!(root_store(std::slice::from_ref(&f)).unwrap().roots.len(), base + 1);
+        std::fs::write(&f, b"not a certificate").unwrap();
+        assert!(root_store(std::slice::from_ref(&f)).is_err());
+        assert!(root_store(&[d.join("missing")]).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -1245,6 +1245,11 @@ KDS OPTIONS:
                        ALL_PROXY/all_proxy, and NO_PROXY/no_proxy, as curl
                        reads them. Redirects are followed only within
                        the same scheme, host and port.
+  --ca-file FILE       also trust FILE's CA certificates (PEM) for HTTPS
+                       (repeatable); Mozilla's roots (built in) and the
+                       system's bundle (SSL_CERT_FILE, or
+                       /etc/ssl/certs/ca-certificates.crt and the like)
+                       are always trusted
   --http-timeout SECS  per request (connect, send, whole body); default 30
   --max-wait SECS      total wait between retries; default 60
   --total-timeout SECS all requests and waits together; default none (0),
@@ -1289,6 +1294,7 @@ struct RefreshArgs {
     policy: snp_certs::kds::RetryPolicy,
     anchors: verify::TrustAnchors,
     perms: store::Perms,
+    ca_files: Vec<PathBuf>,
 }
 
 fn parse_hex(v: &OsStr) -> Result<Vec<u8>, Fail> {
@@ -1348,6 +1354,7 @@ impl RefreshArgs {
                 | "--crl"
                 | "--force"
                 | "--proxy"
+                | "--ca-file"
                 | "--http-timeout"
                 | "--total-timeout"
                 | "--max-wait"
@@ -1377,6 +1384,7 @@ impl RefreshArgs {
         };
         match opt {
             "--from-report" => set_once(&mut self.report, v, opt)?,
+            "--ca-file" => self.ca_files.push(PathBuf::from(v)),
             "--sev-device" => set_once(&mut self.sev_device, v, opt)?,
             "--cache-dir" => set_once(&mut self.cache_dir, v, opt)?,
             "--product" => {
@@ -1491,13 +1499,14 @@ impl RefreshArgs {
                     .unwrap_or_else(|| PathBuf::from(snp_certs::kds::DEFAULT_CACHE_DIR)),
             )
         };
-        snp_certs::kds::Kds::new(
+        snp_certs::kds::Kds::with_roots(
             self.kds_url
                 .as_deref()
                 .unwrap_or(snp_certs::kds::DEFAULT_KDS_URL),
             self.policy.clone(),
             cache,
             self.proxy.as_deref(),
+            &self.ca_files,
         )
         .map_err(Fail::Usage)
     }
