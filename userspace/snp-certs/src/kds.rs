@@ -915,7 +915,10 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let f = d.join("ca.pem");
         std::fs::write(&f, include_bytes!("amd/milan-ark.pem")).unwrap();
-        assert_eq!(root_store(std::slice::from_ref(&f)).unwrap().roots.len(), base + 1);
+        assert_eq!(
+            root_store(std::slice::from_ref(&f)).unwrap().roots.len(),
+            base + 1
+        );
         std::fs::write(&f, b"not a certificate").unwrap();
         assert!(root_store(std::slice::from_ref(&f)).is_err());
         assert!(root_store(&[d.join("missing")]).is_err());

@@ -43,7 +43,8 @@ Usage:
   snp-certs build [--ark F --ask F] (--vcek F | --vlek F) [--crl F] [--dir DIR]
                   [--entry GUID=FILE]... [--allow-oversize] [--no-verify] -o BLOB
   snp-certs inspect [--json] BLOB
-  snp-certs verify [--at TIME] BLOB
+  snp-certs verify [--at TIME] [--trust-anchor FILE]... [--report REPORT] BLOB
+  snp-certs export BLOB DIR
   snp-certs install [--timeout SECS] [--in-place] [--no-verify] [--mode M] [--group G] BLOB PATH
   snp-certs hold [--timeout SECS] [--install BLOB [--no-verify]] PATH -- CMD [ARGS...]
   snp-certs refresh [SOURCE] [KDS OPTIONS] [--timeout SECS] PATH
@@ -101,7 +102,7 @@ not UTF-8 is shown with U+FFFD in place of the bad bytes.
 ";
 
 const VERIFY_HELP: &str = "\
-snp-certs verify [--at TIME] BLOB
+snp-certs verify [--at TIME] [--trust-anchor FILE]... [--report REPORT] BLOB
 
 Checks the X.509 chain in the certificate table BLOB: the ARK is self-signed,
 the ASK (or, for a VLEK, the ASVK, which sits in the ASK entry) is signed by
@@ -112,8 +113,27 @@ YYYY-MM-DDTHH:MM:SSZ, or @SECONDS since the epoch). Prints each certificate's
 subject, issuer, serial, validity and checks, and for the VCEK/VLEK the TCB
 (bootloader, tee, snp, microcode; fmc on Turin) and hwID from AMD's
 extensions. A blob without an ARK or an ASK (e.g. VCEK only) does not verify.
-Exits 0 when the chain verifies, 1 when it does not (or BLOB is not a valid
-table), 2 on a usage error.
+The ARK must be AMD's Milan, Genoa or Turin ARK (built in) or a root given
+with --trust-anchor FILE (PEM or DER); with AMD's, the VCEK's product must be
+that ARK's. ARK and ASK must say CA (basicConstraints) and keyCertSign
+(keyUsage) and hold RSA-4096 keys; an unknown critical extension fails. A CRL
+entry must be signed by the ARK and must not revoke the ASK. The last line
+names the anchor the chain ends in.
+--report REPORT also checks an attestation report (1184 bytes, as snpguest
+writes it): its ECDSA P-384 signature with the table's VCEK (or VLEK), and
+that its CHIP_ID is the VCEK's hwID.
+Exits 0 when the chain (and report) verifies, 1 when not (or BLOB is not a
+valid table), 2 on a usage error.
+";
+
+const EXPORT_HELP: &str = "\
+snp-certs export BLOB DIR
+
+Writes each certificate of the table BLOB to DIR as DER, named as snphost
+`export` and `build --dir` name them: ark.der, ask.der (asvk.der when the
+table holds a VLEK), vcek.der or vlek.der, crl.der, and GUID.der for other
+entries. DIR is created if missing; existing files are not overwritten
+(exit 1), and no symbolic link is followed.
 ";
 
 const INSTALL_HELP: &str = "\
@@ -243,6 +263,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
                 Some("install") => INSTALL_HELP,
                 Some("hold") => HOLD_HELP,
                 Some("refresh") => REFRESH_HELP,
+                Some("export") => EXPORT_HELP,
                 _ => USAGE,
             };
             print(page)
@@ -254,6 +275,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
         "install" => cmd_install(rest),
         "hold" => cmd_hold(rest),
         "refresh" => cmd_refresh(rest),
+        "export" => cmd_export(rest),
         _ => usage(format!(
             "unknown command {:?}",
             args.first()
@@ -848,6 +870,7 @@ fn parse_at(v: &OsStr) -> Result<Duration, Fail> {
 
 fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
     let mut at = None;
+    let mut report_path: Option<PathBuf> = None;
     let mut path = None;
     let mut anchors = verify::TrustAnchors::amd();
     let mut it = args.iter();
@@ -856,6 +879,9 @@ fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
             Some("-h" | "--help") => return print(VERIFY_HELP),
             Some("--trust-anchor") => add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?,
             Some("--at") => at = Some(parse_at(value(&mut it, "--at")?)?),
+            Some("--report") => {
+                set_once(&mut report_path, value(&mut it, "--report")?, "--report")?
+            }
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return usage(format!("verify: unknown option {s}"))
             }
@@ -878,10 +904,43 @@ fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
         ))
     })?;
     print(&report.to_string())?;
-    if report.verified() {
+    let report_ok = match &report_path {
+        None => true,
+        Some(rp) => {
+            let raw = read_input(rp)?;
+            let leaf = table::parse(&blob).ok().and_then(|t| {
+                t.find(CertKind::Vcek)
+                    .or_else(|| t.find(CertKind::Vlek))
+                    .map(<[u8]>::to_vec)
+            });
+            let res = match leaf {
+                Some(l) => verify::verify_report(&raw, &l),
+                None => Err("the table has no VCEK or VLEK to check it with".into()),
+            };
+            match res {
+                Ok(()) => {
+                    print(&format!(
+                        "report {}: signature verifies with the table's VCEK/VLEK (ECDSA P-384 SHA-384), CHIP_ID matches its hwID\n",
+                        rp.display()
+                    ))?;
+                    true
+                }
+                Err(e) => {
+                    print(&format!("FAIL: report {}: {e}\n", rp.display()))?;
+                    false
+                }
+            }
+        }
+    };
+    if report.verified() && report_ok {
         print(&format!(
             "chain verifies, ending in {}\n",
             report.anchor.as_deref().unwrap_or("?")
+        ))
+    } else if report.verified() {
+        run_err(format!(
+            "{}: the chain verifies, the attestation report does not",
+            path.display()
         ))
     } else {
         run_err(format!(
@@ -890,6 +949,67 @@ fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
             report.failures().len()
         ))
     }
+}
+
+fn cmd_export(args: &[OsString]) -> Result<(), Fail> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if args.iter().any(|a| is_help(a)) {
+        return print(EXPORT_HELP);
+    }
+    let [blob_path, dir] = args else {
+        return usage("export needs BLOB and DIR");
+    };
+    let (blob_path, dir) = (PathBuf::from(blob_path), PathBuf::from(dir));
+    let blob = read_input(&blob_path)?;
+    let t = table::parse(&blob).map_err(|e| {
+        Fail::Run(format!(
+            "{}: invalid certificate table: {e}",
+            blob_path.display()
+        ))
+    })?;
+    let vlek = t.entries().iter().any(|e| e.kind() == CertKind::Vlek);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|e| Fail::Run(format!("{}: {e}", dir.display())))?;
+    let mut written = Vec::new();
+    for e in t.entries() {
+        let name = match e.kind() {
+            CertKind::Ark => "ark.der".to_string(),
+            CertKind::Ask if vlek => "asvk.der".to_string(),
+            CertKind::Ask => "ask.der".to_string(),
+            CertKind::Vcek => "vcek.der".to_string(),
+            CertKind::Vlek => "vlek.der".to_string(),
+            CertKind::Crl => "crl.der".to_string(),
+            CertKind::Other(g) => format!("{g}.der"),
+        };
+        let Some(data) = t.data(e) else {
+            return run_err(format!(
+                "{}: entry {name} out of bounds",
+                blob_path.display()
+            ));
+        };
+        let p = dir.join(&name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+            .map_err(|e| Fail::Run(format!("{}: {e}", p.display())))?;
+        written.push(name);
+    }
+    print(&format!(
+        "wrote {} to {}\n",
+        if written.is_empty() {
+            "nothing (the table is empty)".to_string()
+        } else {
+            written.join(", ")
+        },
+        dir.display()
+    ))
 }
 
 fn store_err(path: &Path, e: StoreError) -> Fail {

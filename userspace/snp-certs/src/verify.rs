@@ -862,3 +862,95 @@ impl fmt::Display for ChainReport {
         Ok(())
     }
 }
+
+/// Size of an SEV-SNP attestation report (ABI 56860, `ATTESTATION_REPORT`).
+pub const REPORT_SIZE: usize = 0x4A0;
+/// The signed part of a report: bytes 0 to 0x29F.
+const REPORT_SIGNED: usize = 0x2A0;
+
+/// Checks an attestation report's signature with the VCEK or VLEK `leaf_der`
+/// (SEV-SNP ABI 56860: SIGNATURE_ALGO at 0x34 must be 1, ECDSA P-384 with
+/// SHA-384, over bytes 0..0x2A0; the signature's R and S at 0x2A0 and 0x2E8,
+/// 72 bytes each, little-endian, zero above their 48 bytes), as snpguest
+/// `verify attestation` does. Also checks that the report's CHIP_ID (0x1A0)
+/// starts with the leaf's hwID, when it has one.
+pub fn verify_report(report: &[u8], leaf_der: &[u8]) -> Result<(), String> {
+    use p384::elliptic_curve::ops::Reduce;
+    use p384::elliptic_curve::point::AffineCoordinates;
+    use p384::elliptic_curve::sec1::ToEncodedPoint;
+    use sha2::Digest;
+
+    if report.len() != REPORT_SIZE {
+        return Err(format!(
+            "a report is {REPORT_SIZE} bytes, this is {}",
+            report.len()
+        ));
+    }
+    let field = |at: usize, len: usize| {
+        report
+            .get(at..at.saturating_add(len))
+            .ok_or_else(|| "report too short".to_string())
+    };
+    let algo = field(0x34, 4)?;
+    if algo != [1, 0, 0, 0] {
+        return Err(format!(
+            "SIGNATURE_ALGO {algo:02x?} is not 1 (ECDSA P-384 with SHA-384)"
+        ));
+    }
+    let leaf = Certificate::from_der(leaf_der).map_err(|e| format!("VCEK: {e}"))?;
+    p384_key(&leaf)?;
+    let point = leaf
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .as_bytes()
+        .ok_or("VCEK key BIT STRING has unused bits")?;
+    let key = p384::PublicKey::from_sec1_bytes(point).map_err(|_| "VCEK key not on P-384")?;
+    // R and S: 72-byte little-endian fields; P-384 values fill 48 bytes.
+    let scalar = |at: usize, name: &str| -> Result<p384::Scalar, String> {
+        let le = field(at, 72)?;
+        if le.iter().skip(48).any(|&b| b != 0) {
+            return Err(format!("signature {name} has bits above 384"));
+        }
+        let mut be = p384::FieldBytes::default();
+        for (d, s) in be.iter_mut().zip(le.iter().take(48).rev()) {
+            *d = *s;
+        }
+        let v: Option<p384::Scalar> = p384::elliptic_curve::PrimeField::from_repr(be).into();
+        match v {
+            Some(v) if !bool::from(v.is_zero()) => Ok(v),
+            _ => Err(format!(
+                "signature {name} is 0 or not below the group order"
+            )),
+        }
+    };
+    let r = scalar(0x2A0, "R")?;
+    let s = scalar(0x2E8, "S")?;
+    let digest = sha2::Sha384::digest(field(0, REPORT_SIGNED)?);
+    let z = <p384::Scalar as Reduce<p384::U384>>::reduce_bytes(&digest);
+    let w: Option<p384::Scalar> = s.invert().into();
+    let w = w.ok_or("signature S has no inverse")?;
+    let q = key.to_projective();
+    // Scalar and point arithmetic is modular (mod n, on the curve): it
+    // cannot overflow or panic.
+    #[allow(clippy::arithmetic_side_effects)]
+    let point = (p384::ProjectivePoint::GENERATOR * (z * w) + q * (r * w)).to_affine();
+    if point.to_encoded_point(false).is_identity() {
+        return Err("signature does not verify with the VCEK".into());
+    }
+    let x = <p384::Scalar as Reduce<p384::U384>>::reduce_bytes(&point.x());
+    if x != r {
+        return Err("signature does not verify with the VCEK".into());
+    }
+    if let Some(hwid) = endorsement(&leaf).hwid {
+        let chip = field(0x1A0, 64)?;
+        if chip.get(..hwid.len()) != Some(hwid.as_slice()) {
+            return Err(format!(
+                "the report's CHIP_ID {} is not the VCEK's hwID {}",
+                hex(chip),
+                hex(&hwid)
+            ));
+        }
+    }
+    Ok(())
+}
