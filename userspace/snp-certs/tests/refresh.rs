@@ -1267,6 +1267,48 @@ fn hold_refresh_updates_in_the_same_lock_window() {
     );
 }
 
+/// Issue 22: a KDS (or a stand-in, or an attacker on the path) serving a
+/// chain anyone can make with openssl: refresh and hold --refresh refuse it
+/// unless its root is given with --trust-anchor.
+#[test]
+fn a_self_made_chain_is_refused_without_its_trust_anchor() {
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let kds = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let d = tmpdir("noanchor");
+    let certs = d.join("certs.bin");
+    let o = refresh_with(&kds, &d, &explicit_milan(&[], s(&certs)), false);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("ARK: a trust anchor"), "{}", out(&o));
+    assert!(!certs.exists());
+    let chipx = hex(&chip);
+    let o = bin()
+        .args([
+            "hold",
+            "--refresh",
+            "--kds-url",
+            &kds.url,
+            "--no-cache",
+            "--product",
+            "milan",
+            "--chip-id",
+            &chipx,
+            "--tcb",
+            "bl=3,tee=0,snp=8,ucode=115",
+            s(&certs),
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", out(&o));
+    assert!(out(&o).contains("ARK: a trust anchor"), "{}", out(&o));
+    assert!(!certs.exists());
+    let o = refresh_with(&kds, &d, &explicit_milan(&[], s(&certs)), true);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
+}
+
 /// Issue 22: `hold --refresh -- <firmware update>` with KDS unreachable
 /// used to exit 1 (like a failed command) with the previous TCB's VCEK still
 /// installed. Now the VCEK is withdrawn under the same lock (ARK and ASK
