@@ -1894,6 +1894,144 @@ fn https_is_tls() {
     assert!(!certs.exists());
 }
 
+/// Issue 22: only the built-in web roots were trusted. A KDS behind a
+/// private CA (here: a TLS stand-in with a certificate made by openssl)
+/// is reached with --ca-file, and refused without it.
+#[test]
+fn https_with_a_private_ca_needs_ca_file() {
+    use std::sync::Arc;
+    let d = tmpdir("cafile");
+    // A CA and a server certificate for 127.0.0.1 it signs.
+    ec_key(&d, "ca", "P-256");
+    openssl(
+        &d,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=test CA",
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    ec_key(&d, "srv", "P-256");
+    std::fs::write(
+        d.join("srv.cnf"),
+        "[srv]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    issue(
+        &d,
+        "srv",
+        "/CN=127.0.0.1",
+        "ca",
+        "5",
+        ("srv.cnf", "srv"),
+        &["-sha256"],
+    );
+    openssl(
+        &d,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "srv.key", "-outform", "DER", "-out", "srv.p8",
+        ],
+    );
+    let cert = snp_certs::pem::to_der(&std::fs::read(d.join("srv.pem")).unwrap()).unwrap();
+    let key = std::fs::read(d.join("srv.p8")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.into()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+    )
+    .unwrap();
+    let config = Arc::new(config);
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let chain = ca().cert_chain();
+    let vp = milan_vcek_path();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (config, chain, vcek, vp) =
+                (config.clone(), chain.clone(), vcek.clone(), vp.clone());
+            std::thread::spawn(move || {
+                let Ok(sc) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(sc, conn);
+                let mut r = BufReader::new(&mut tls);
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    return; // the client refused our certificate
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let body = if path.ends_with("/cert_chain") {
+                    chain
+                } else if path == vp {
+                    vcek
+                } else {
+                    Vec::new()
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes());
+                let _ = tls.write_all(&body);
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    let certs = d.join("certs.bin");
+    let url = format!("https://127.0.0.1:{port}");
+    let mut args = vec![
+        "refresh",
+        "--kds-url",
+        &url,
+        "--retry-delay",
+        "0.01",
+        "--max-wait",
+        "0",
+    ];
+    args.extend(explicit_milan(&[], s(&certs)));
+    let o = tbin(&args).env_remove("SSL_CERT_FILE").output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).to_lowercase().contains("certificate"),
+        "{}",
+        out(&o)
+    );
+    assert!(!certs.exists());
+    let ca_pem = d.join("ca.pem");
+    args.extend(["--ca-file", s(&ca_pem)]);
+    let o = tbin(&args).env_remove("SSL_CERT_FILE").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(certs.exists());
+}
+
 /// A URL that cannot be parsed is not retried.
 #[test]
 fn a_bad_kds_url_fails_at_once() {
