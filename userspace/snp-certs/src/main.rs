@@ -1703,38 +1703,25 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
     }
     // Fetch before taking the exclusive lock: VMMs keep serving meanwhile.
     let mut kds = r.kds()?;
-    let mut target = target;
-    let mut fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
-    let mut tries = 0u32;
-    let outcome = loop {
-        let mut lock =
-            store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?;
-        // The firmware's TCB may have changed during the fetch (a `hold`
-        // running an update holds this lock meanwhile): read it again under
-        // the lock, and fetch again for the new one.
-        if r.reads_host() {
-            let now_target = r.target()?;
-            if now_target != target && tries < 3 {
-                drop(lock);
-                tries = tries.saturating_add(1);
-                target = now_target;
-                fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
-                continue;
+    let reads_host = r.reads_host();
+    let done =
+        refresh::fetch_and_install(&path, Some(timeout), &mut kds, target, at, r.perms, || {
+            reads_host.then(|| {
+                r.target().map_err(|f| {
+                    refresh::RefreshError::Input(match f {
+                        Fail::Usage(m) | Fail::Run(m) => m,
+                        Fail::Status(c) => format!("status {c}"),
+                    })
+                })
+            })
+        })
+        .map_err(|e| match e {
+            refresh::RefreshError::Store(e @ (StoreError::Busy | StoreError::Unstable(_))) => {
+                store_err(&path, e)
             }
-        }
-        match refresh::install_locked(&path, &mut lock, &fetched.blob, &target, at, r.perms) {
-            // PATH did not exist and another installer created it meanwhile
-            // (the first install never clobbers): lock theirs and look again.
-            Err(refresh::RefreshError::Store(StoreError::Io { err, .. }))
-                if lock.is_none()
-                    && err.kind() == std::io::ErrorKind::AlreadyExists
-                    && tries < 3 =>
-            {
-                tries = tries.saturating_add(1);
-            }
-            r => break r.map_err(fail)?,
-        }
-    };
+            e => fail(e),
+        })?;
+    let (outcome, target, fetched) = (done.outcome, done.target, done.fetched);
     match outcome {
         Outcome::UpToDate => print(&format!(
             "{} is up to date (installed meanwhile by someone else): it serves the VCEK for {target}\n",

@@ -481,6 +481,65 @@ pub fn install_locked(
     Ok(Outcome::Installed)
 }
 
+/// What [`fetch_and_install`] did.
+pub struct Done {
+    pub outcome: Outcome,
+    /// The target installed for (the last one `current` gave).
+    pub target: Target,
+    pub fetched: Fetched,
+}
+
+/// `refresh`: fetches (before the lock: VMMs keep serving while KDS is
+/// slow) and verifies the VCEK for `target`, takes the exclusive lock on
+/// `path` (waiting at most `wait`) and installs it with [`install_locked`].
+/// Under the lock, `current` gives the target again when it can change (the
+/// host's /dev/sev: a `hold` running a firmware update holds this lock, so
+/// the TCB may have moved during the fetch; `None` for a fixed target): if
+/// it changed, the lock is dropped and the new target fetched (at most 3
+/// times). A first install that loses the race to create `path` locks the
+/// file the other installer created and looks again.
+pub fn fetch_and_install(
+    path: &Path,
+    wait: Option<Duration>,
+    kds: &mut Kds,
+    mut target: Target,
+    at: Duration,
+    perms: store::Perms,
+    mut current: impl FnMut() -> Option<Result<Target, RefreshError>>,
+) -> Result<Done, RefreshError> {
+    let mut fetched = fetch_verified(kds, &target, at)?;
+    let (mut retargets, mut races) = (0u32, 0u32);
+    loop {
+        let mut lock = store::lock_for_update(path, wait)?;
+        if let Some(now) = current() {
+            let now = now?;
+            if now != target && retargets < 3 {
+                drop(lock);
+                retargets = retargets.saturating_add(1);
+                target = now;
+                fetched = fetch_verified(kds, &target, at)?;
+                continue;
+            }
+        }
+        match install_locked(path, &mut lock, &fetched.blob, &target, at, perms) {
+            Err(RefreshError::Store(StoreError::Io { err, .. }))
+                if lock.is_none()
+                    && err.kind() == std::io::ErrorKind::AlreadyExists
+                    && races < 3 =>
+            {
+                races = races.saturating_add(1);
+            }
+            r => {
+                return r.map(|outcome| Done {
+                    outcome,
+                    target,
+                    fetched,
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

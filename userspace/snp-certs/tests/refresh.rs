@@ -2101,3 +2101,61 @@ fn concurrent_refreshes_install_once() {
         assert_eq!(table::parse(&blob).unwrap().entries().len(), 3);
     }
 }
+
+/// Issue 22: refresh read the target before the fetch and took the lock
+/// after it, so a TCB change meanwhile (a `hold` running a firmware update)
+/// left the old TCB's VCEK installed. `fetch_and_install` asks for the
+/// target again under the lock (what the CLI does for /dev/sev targets) and
+/// fetches again if it moved.
+#[test]
+fn the_target_is_read_again_under_the_lock() {
+    use snp_certs::refresh::{fetch_and_install, Outcome, Target};
+    use snp_certs::report::{Product, TcbVersion};
+    let chip = milan_chip();
+    let v8 = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let v9 = ca().vcek("Milan-B0", &chip, (3, 0, 9, 115, None));
+    let p9 = format!(
+        "/vcek/v1/Milan/{}?blSPL=03&teeSPL=00&snpSPL=09&ucodeSPL=115",
+        hex(&chip)
+    );
+    let kds = good_kds(vec![(milan_vcek_path(), v8), (p9.clone(), v9.clone())]);
+    let tcb = |snp| TcbVersion {
+        bootloader: 3,
+        tee: 0,
+        snp,
+        microcode: 115,
+        fmc: None,
+    };
+    let target = |snp| {
+        let mut t = Target::new(Product::Milan, &chip, tcb(snp)).unwrap();
+        t.anchors
+            .add_cert(&std::fs::read(test_anchor()).unwrap(), "test ARK")
+            .unwrap();
+        t
+    };
+    let d = tmpdir("retarget");
+    let certs = d.join("certs.bin");
+    let policy = snp_certs::kds::RetryPolicy {
+        base_delay: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let mut client = snp_certs::kds::Kds::new(&kds.url, policy, None, None).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // The firmware moved to snp=9 while the snp=8 VCEK was being fetched.
+    let done = fetch_and_install(
+        &certs,
+        Some(Duration::from_secs(5)),
+        &mut client,
+        target(8),
+        now,
+        Default::default(),
+        || Some(Ok(target(9))),
+    )
+    .unwrap();
+    assert_eq!(done.outcome, Outcome::Installed);
+    assert_eq!(done.target.tcb, tcb(9));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), v9);
+    assert!(kds.requests().contains(&p9));
+}
