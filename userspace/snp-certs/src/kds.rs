@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +28,140 @@ use crate::report::{Product, TcbVersion};
 pub const DEFAULT_KDS_URL: &str = "https://kdsintf.amd.com";
 /// Where fetched VCEKs and chains are kept.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/snp-certs";
+/// The system's CA bundle: `SSL_CERT_FILE` if set, else the first of the
+/// usual distribution paths that exists.
+pub fn system_ca_bundle() -> Option<PathBuf> {
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        return Some(PathBuf::from(f));
+    }
+    [
+        "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Arch
+        "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+        "/etc/ssl/ca-bundle.pem",             // openSUSE
+        "/etc/ssl/cert.pem",                  // Alpine
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+/// The HTTPS roots: Mozilla's (webpki-roots, built in), the system
+/// bundle's (unreadable or unparsable: skipped), and every certificate of
+/// `ca_files` (which must be readable and hold at least one usable one).
+pub fn root_store(ca_files: &[PathBuf]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let read = |p: &Path| -> Result<Vec<Vec<u8>>, String> {
+        let raw = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::pem::chain_to_der(&raw).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    if let Some(sys) = system_ca_bundle() {
+        if let Ok(certs) = read(&sys) {
+            roots.add_parsable_certificates(certs.into_iter().map(Into::into));
+        }
+    }
+    for f in ca_files {
+        let (ok, _) = roots.add_parsable_certificates(read(f)?.into_iter().map(Into::into));
+        if ok == 0 {
+            return Err(format!(
+                "{}: no usable CA certificate (--ca-file)",
+                f.display()
+            ));
+        }
+    }
+    Ok(roots)
+}
+
+/// Redirects followed per request (same origin only).
+pub const MAX_REDIRECTS: u32 = 5;
+
+/// `scheme://host[:port]` of a URL, lower-case, with the scheme's default
+/// port made explicit; None if it is not an http(s) URL.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let auth = rest.split(['/', '?', '#']).next()?;
+    let hostport = auth.rsplit('@').next()?.to_ascii_lowercase();
+    if hostport.is_empty() {
+        return None;
+    }
+    let has_port = match hostport.rfind(':') {
+        Some(i) => !hostport.get(i..)?.contains(']'),
+        None => false,
+    };
+    Some(if has_port {
+        format!("{scheme}://{hostport}")
+    } else {
+        format!("{scheme}://{hostport}:{default}")
+    })
+}
+
+/// Where a redirect from `from` to `location` leads, if it stays on the same
+/// origin (scheme, host and port): a redirect to another host, or from
+/// https to http, is refused (the answer would come from someone else).
+pub fn redirect_target(from: &str, location: &str) -> Result<String, String> {
+    let to = if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else if location.starts_with('/') && !location.starts_with("//") {
+        let o = origin(from).ok_or("not an http(s) URL")?;
+        format!("{o}{location}")
+    } else {
+        return Err(format!("Location {location:?} is not absolute"));
+    };
+    match (origin(from), origin(&to)) {
+        (Some(a), Some(b)) if a == b => Ok(to),
+        _ => Err(format!(
+            "to {to}: another host, port or scheme (only same-origin redirects are followed)"
+        )),
+    }
+}
+
+/// The host of an http(s) URL (no port, no brackets).
+fn host_of(url: &str) -> Option<String> {
+    let o = origin(url)?;
+    let hp = o.split_once("://")?.1;
+    let host = match hp.rfind(':') {
+        Some(i) => hp.get(..i)?,
+        None => hp,
+    };
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+}
+
+/// The proxy for `base` from the environment, as curl reads it: `NO_PROXY`
+/// (or `no_proxy`; `*`, or comma-separated host names matching the host or
+/// a domain above it) first; then for https `HTTPS_PROXY`, `https_proxy`,
+/// and for http `http_proxy` (not `HTTP_PROXY`: CGI "httpoxy"); then
+/// `ALL_PROXY`, `all_proxy`. `--proxy` takes precedence over all of them.
+pub fn proxy_from_env(base: &str, get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let host = host_of(base)?;
+    let set = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+    if let Some(no) = set("NO_PROXY").or_else(|| set("no_proxy")) {
+        for e in no.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let e = e.trim_start_matches('.').to_ascii_lowercase();
+            let e = e.split(':').next().unwrap_or("").to_string();
+            if e == "*" || host == e || host.ends_with(&format!(".{e}")) {
+                return None;
+            }
+        }
+    }
+    let keys: &[&str] = if base.to_ascii_lowercase().starts_with("https://") {
+        &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    } else {
+        &["http_proxy", "ALL_PROXY", "all_proxy"]
+    };
+    keys.iter().find_map(|k| set(k))
+}
+
 /// Largest body accepted (a VCEK is ~1.3 KiB, a cert_chain ~4.5 KiB).
 pub const MAX_BODY: u64 = 64 * 1024;
 
@@ -183,6 +318,8 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
 /// One attempt's outcome.
 enum Attempt {
     Done(Vec<u8>),
+    /// A redirect to this URL on the same origin.
+    Redirect(String),
     /// Worth retrying: why, and the server's Retry-After if any.
     Retry(String, Option<Duration>, bool),
     Final(KdsError),
@@ -216,6 +353,8 @@ pub struct Kds {
     waited: Duration,
     /// End of the `total` budget.
     deadline: Option<Instant>,
+    /// An unsafe cache directory was warned about.
+    cache_warned: std::cell::Cell<bool>,
 }
 
 impl Kds {
@@ -228,11 +367,39 @@ impl Kds {
         cache: Option<PathBuf>,
         proxy: Option<&str>,
     ) -> Result<Kds, String> {
+        Kds::with_roots(base, policy, cache, proxy, &[])
+    }
+
+    /// [`Kds::new`], trusting for HTTPS Mozilla's roots (built in), the
+    /// system's trust store ([`system_ca_bundle`]) and the certificates in
+    /// `ca_files`.
+    pub fn with_roots(
+        base: &str,
+        policy: RetryPolicy,
+        cache: Option<PathBuf>,
+        proxy: Option<&str>,
+        ca_files: &[PathBuf],
+    ) -> Result<Kds, String> {
+        let roots = root_store(ca_files)?;
+        let tls = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let mut b = ureq::AgentBuilder::new()
+            .tls_config(std::sync::Arc::new(tls))
+            // Redirects are followed by `get`, on the same origin only.
+            .redirects(0)
             .timeout_connect(policy.request_timeout)
             .timeout(policy.request_timeout)
             .user_agent(concat!("snp-certs/", env!("CARGO_PKG_VERSION")));
-        if let Some(p) = proxy {
+        let env_proxy = match proxy {
+            Some(_) => None,
+            None => proxy_from_env(base, |k| std::env::var(k).ok()),
+        };
+        if let Some(p) = proxy.or(env_proxy.as_deref()) {
             b = b.proxy(ureq::Proxy::new(p).map_err(|e| format!("proxy {p:?}: {e}"))?);
         }
         let agent = b.build();
@@ -245,6 +412,7 @@ impl Kds {
             requests: 0,
             waited: Duration::ZERO,
             deadline,
+            cache_warned: std::cell::Cell::new(false),
         })
     }
 
@@ -276,6 +444,20 @@ impl Kds {
         };
         self.requests = self.requests.saturating_add(1);
         let resp = match self.agent.get(url).timeout(timeout).call() {
+            Ok(r) if (300..400).contains(&r.status()) => {
+                let code = r.status();
+                return match r.header("Location").map(|l| redirect_target(url, l)) {
+                    Some(Ok(to)) => Attempt::Redirect(to),
+                    Some(Err(why)) => Attempt::Final(KdsError::Unreachable {
+                        url: url.to_string(),
+                        reason: format!("HTTP {code} redirect refused: {why}"),
+                    }),
+                    None => Attempt::Final(KdsError::Status {
+                        url: url.to_string(),
+                        code,
+                    }),
+                };
+            }
             Ok(r) => r,
             Err(ureq::Error::Status(code, r)) => {
                 let ra = r
@@ -343,12 +525,28 @@ impl Kds {
 
     /// GET `url` with the retry policy.
     pub fn get(&mut self, url: &str) -> Result<Vec<u8>, KdsError> {
+        let first = url;
+        let mut current = url.to_string();
+        let mut redirects = 0u32;
         let mut delay = self.policy.base_delay;
         let mut tries = 0u32;
         loop {
+            let url = current.as_str();
             tries = tries.saturating_add(1);
             let (why, retry_after, http) = match self.attempt(url) {
                 Attempt::Done(b) => return Ok(b),
+                Attempt::Redirect(to) => {
+                    redirects = redirects.saturating_add(1);
+                    if redirects > MAX_REDIRECTS {
+                        return Err(KdsError::Unreachable {
+                            url: first.to_string(),
+                            reason: format!("more than {MAX_REDIRECTS} redirects"),
+                        });
+                    }
+                    tries = 0;
+                    current = to;
+                    continue;
+                }
                 Attempt::Final(e) => return Err(e),
                 Attempt::Retry(why, ra, http) => (why, ra, http),
             };
@@ -459,8 +657,13 @@ impl Kds {
         Ok((der, src))
     }
 
+    /// The entry `key` of this KDS's part of the cache: entries are kept
+    /// per KDS origin ([`origin_dir`]), so a test run against another
+    /// `--kds-url` never feeds a later refresh from AMD's KDS.
     fn cache_path(&self, key: &str) -> Option<PathBuf> {
-        self.cache.as_ref().map(|d| d.join(key))
+        self.cache
+            .as_ref()
+            .map(|d| d.join(origin_dir(&self.base)).join(key))
     }
 
     fn cached_get(
@@ -470,17 +673,80 @@ impl Kds {
         use_cache: bool,
     ) -> Result<(Vec<u8>, Source), KdsError> {
         if let Some(p) = self.cache_path(key).filter(|_| use_cache) {
-            let mut b = Vec::new();
-            let read = std::fs::File::open(&p)
-                .and_then(|f| f.take(MAX_BODY.saturating_add(1)).read_to_end(&mut b));
-            // Unreadable, empty or oversized entries are ignored (and
-            // replaced once the fetched certificates verify).
-            if read.is_ok() && !b.is_empty() && b.len() as u64 <= MAX_BODY {
-                return Ok((b, Source::Cache));
+            if self.cache_dirs_safe(&p) {
+                let mut b = Vec::new();
+                let read = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                    .open(&p)
+                    .and_then(|f| {
+                        if f.metadata()?.is_file() {
+                            f.take(MAX_BODY.saturating_add(1)).read_to_end(&mut b)
+                        } else {
+                            Err(std::io::Error::other("not a regular file"))
+                        }
+                    });
+                // Unreadable, empty or oversized entries are ignored (and
+                // replaced once the fetched certificates verify). What is
+                // read is verified again by the caller, like a fetch.
+                if read.is_ok() && !b.is_empty() && b.len() as u64 <= MAX_BODY {
+                    return Ok((b, Source::Cache));
+                }
             }
         }
         let b = self.get(url)?;
         Ok((b, Source::Kds))
+    }
+
+    /// Every directory from the cache directory down to `entry`'s parent
+    /// that exists must be a real directory (not a symbolic link), owned by
+    /// us or root, and writable by nobody else: otherwise another local user
+    /// could plant certificates (they would still have to verify, but could
+    /// pin an old VCEK) or redirect writes. An unsafe cache is not used
+    /// (warned about once).
+    fn cache_dirs_safe(&self, entry: &Path) -> bool {
+        let Some(root) = &self.cache else {
+            return false;
+        };
+        // SAFETY: geteuid(2) takes no arguments, touches no memory and
+        // cannot fail.
+        let euid = unsafe { nix::libc::geteuid() };
+        let mut dirs: Vec<&Path> = entry
+            .ancestors()
+            .skip(1)
+            .take_while(|d| d.starts_with(root))
+            .collect();
+        dirs.reverse();
+        for d in dirs {
+            let m = match std::fs::symlink_metadata(d) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+                Err(_) => return false,
+            };
+            let why = if !m.file_type().is_dir() {
+                Some("not a directory (or a symbolic link)".to_string())
+            } else if m.uid() != euid && m.uid() != 0 {
+                Some(format!("owned by uid {}, not by us or root", m.uid()))
+            } else if m.mode() & 0o022 != 0 {
+                Some(format!(
+                    "mode {:o}: writable by group or others",
+                    m.mode() & 0o7777
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                if !self.cache_warned.replace(true) {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "snp-certs: warning: not using the cache: {}: {why}",
+                        d.display()
+                    );
+                }
+                return false;
+            }
+        }
+        true
     }
 
     /// Stores a fetched body in the cache (call once it verified). Errors
@@ -489,7 +755,14 @@ impl Kds {
         let Some(p) = self.cache_path(&key_kind.path()) else {
             return;
         };
-        if let Err(e) = write_atomic(&p, body) {
+        let res = create_dirs(&p).and_then(|()| {
+            if self.cache_dirs_safe(&p) {
+                write_atomic(&p, body)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = res {
             let _ = writeln!(
                 std::io::stderr(),
                 "snp-certs: warning: cannot cache {}: {e}",
@@ -524,22 +797,64 @@ impl CacheKey<'_> {
     }
 }
 
+/// The cache subdirectory of a KDS base URL: scheme, host, port and path
+/// with every character but `[a-z0-9.-]` as `_`, e.g. `https_kdsintf.amd.com`,
+/// `http_127.0.0.1_18080`.
+pub fn origin_dir(base: &str) -> String {
+    base.trim_end_matches('/')
+        .to_ascii_lowercase()
+        .replacen("://", "_", 1)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Creates the directories above `path` (mode 0755 before the umask).
+fn create_dirs(path: &Path) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+}
+
+static TMP_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Writes `body` to `path` through a temporary file and a rename, so a
-/// reader never sees half a certificate.
+/// reader never sees half a certificate. The temporary has an unpredictable
+/// name and is created with `O_EXCL | O_NOFOLLOW` (a planted file or
+/// symbolic link makes it fail, never write elsewhere), mode 0644.
 fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = TMP_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{n}.{nanos:x}",
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         std::process::id()
     ));
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&tmp)?;
         f.write_all(body)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -587,6 +902,98 @@ mod tests {
         assert_eq!(
             crl_url("http://x/", Product::Milan),
             "http://x/vcek/v1/Milan/crl"
+        );
+    }
+
+    #[test]
+    fn roots_are_mozillas_plus_the_system_store_plus_ca_files() {
+        let builtin = webpki_roots::TLS_SERVER_ROOTS.len();
+        let base = root_store(&[]).unwrap().roots.len();
+        assert!(base >= builtin);
+        // AMD's Milan ARK (any CA certificate will do) as --ca-file.
+        let d = std::env::temp_dir().join(format!("snp-certs-kds-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("ca.pem");
+        std::fs::write(&f, include_bytes!("amd/milan-ark.pem")).unwrap();
+        assert_eq!(
+            root_store(std::slice::from_ref(&f)).unwrap().roots.len(),
+            base + 1
+        );
+        std::fs::write(&f, b"not a certificate").unwrap();
+        assert!(root_store(std::slice::from_ref(&f)).is_err());
+        assert!(root_store(&[d.join("missing")]).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn redirects_only_within_the_origin() {
+        let u = "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain";
+        assert_eq!(
+            redirect_target(u, "/vcek/v1/Milan/cert_chain2"),
+            Ok("https://kdsintf.amd.com:443/vcek/v1/Milan/cert_chain2".into())
+        );
+        assert!(redirect_target(u, "https://kdsintf.amd.com:443/x").is_ok());
+        for bad in [
+            "http://kdsintf.amd.com/x",
+            "https://evil.example/x",
+            "https://kdsintf.amd.com:8443/x",
+            "//evil.example/x",
+            "x/y",
+            "ftp://kdsintf.amd.com/x",
+        ] {
+            assert!(redirect_target(u, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_environment_as_curl_reads_it() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let amd = "https://kdsintf.amd.com";
+        assert_eq!(
+            proxy_from_env(amd, env(&[("HTTPS_PROXY", "http://p:3128")])),
+            Some("http://p:3128".into())
+        );
+        assert_eq!(
+            proxy_from_env(amd, env(&[("https_proxy", "http://p:1")])),
+            Some("http://p:1".into())
+        );
+        // http_proxy is not for https; HTTP_PROXY is never read.
+        assert_eq!(
+            proxy_from_env(amd, env(&[("http_proxy", "http://p:1")])),
+            None
+        );
+        assert_eq!(
+            proxy_from_env("http://x", env(&[("HTTP_PROXY", "http://p:1")])),
+            None
+        );
+        assert_eq!(
+            proxy_from_env(amd, env(&[("ALL_PROXY", "http://a:1")])),
+            Some("http://a:1".into())
+        );
+        for no in [
+            "amd.com",
+            ".amd.com",
+            "kdsintf.amd.com",
+            "*",
+            "x, amd.com:443",
+        ] {
+            let pairs: &'static [(&str, &str)] =
+                Box::leak(Box::new([("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", no)]));
+            assert_eq!(proxy_from_env(amd, env(pairs)), None, "{no}");
+        }
+        assert_eq!(
+            proxy_from_env(
+                amd,
+                env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "md.com")])
+            ),
+            Some("http://p:1".into())
         );
     }
 

@@ -13,8 +13,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -28,6 +29,9 @@ use snp_certs::verify;
 
 /// Environment variable `hold` sets for its command: the held path.
 const HOLD_ENV: &str = "SNP_CERTS_HOLD";
+/// Environment variable `hold` sets for its command: the descriptor, which
+/// the command inherits, whose open file description holds the lock.
+const HOLD_FD_ENV: &str = "SNP_CERTS_HOLD_FD";
 /// Largest input file read (certificates, blobs).
 const MAX_INPUT: u64 = 1 << 20;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,8 +43,9 @@ Usage:
   snp-certs build [--ark F --ask F] (--vcek F | --vlek F) [--crl F] [--dir DIR]
                   [--entry GUID=FILE]... [--allow-oversize] [--no-verify] -o BLOB
   snp-certs inspect [--json] BLOB
-  snp-certs verify [--at TIME] BLOB
-  snp-certs install [--timeout SECS] [--in-place] [--no-verify] BLOB PATH
+  snp-certs verify [--at TIME] [--trust-anchor FILE]... [--report REPORT] BLOB
+  snp-certs export BLOB DIR
+  snp-certs install [--timeout SECS] [--in-place] [--no-verify] [--mode M] [--group G] BLOB PATH
   snp-certs hold [--timeout SECS] [--install BLOB [--no-verify]] PATH -- CMD [ARGS...]
   snp-certs refresh [SOURCE] [KDS OPTIONS] [--timeout SECS] PATH
   snp-certs hold [--timeout SECS] --refresh [SOURCE] [KDS OPTIONS] PATH -- CMD [ARGS...]
@@ -97,7 +102,7 @@ not UTF-8 is shown with U+FFFD in place of the bad bytes.
 ";
 
 const VERIFY_HELP: &str = "\
-snp-certs verify [--at TIME] BLOB
+snp-certs verify [--at TIME] [--trust-anchor FILE]... [--report REPORT] BLOB
 
 Checks the X.509 chain in the certificate table BLOB: the ARK is self-signed,
 the ASK (or, for a VLEK, the ASVK, which sits in the ASK entry) is signed by
@@ -108,12 +113,31 @@ YYYY-MM-DDTHH:MM:SSZ, or @SECONDS since the epoch). Prints each certificate's
 subject, issuer, serial, validity and checks, and for the VCEK/VLEK the TCB
 (bootloader, tee, snp, microcode; fmc on Turin) and hwID from AMD's
 extensions. A blob without an ARK or an ASK (e.g. VCEK only) does not verify.
-Exits 0 when the chain verifies, 1 when it does not (or BLOB is not a valid
-table), 2 on a usage error.
+The ARK must be AMD's Milan, Genoa or Turin ARK (built in) or a root given
+with --trust-anchor FILE (PEM or DER); with AMD's, the VCEK's product must be
+that ARK's. ARK and ASK must say CA (basicConstraints) and keyCertSign
+(keyUsage) and hold RSA-4096 keys; an unknown critical extension fails. A CRL
+entry must be signed by the ARK and must not revoke the ASK. The last line
+names the anchor the chain ends in.
+--report REPORT also checks an attestation report (1184 bytes, as snpguest
+writes it): its ECDSA P-384 signature with the table's VCEK (or VLEK), and
+that its CHIP_ID is the VCEK's hwID.
+Exits 0 when the chain (and report) verifies, 1 when not (or BLOB is not a
+valid table), 2 on a usage error.
+";
+
+const EXPORT_HELP: &str = "\
+snp-certs export BLOB DIR
+
+Writes each certificate of the table BLOB to DIR as DER, named as snphost
+`export` and `build --dir` name them: ark.der, ask.der (asvk.der when the
+table holds a VLEK), vcek.der or vlek.der, crl.der, and GUID.der for other
+entries. DIR is created if missing; existing files are not overwritten
+(exit 1), and no symbolic link is followed.
 ";
 
 const INSTALL_HELP: &str = "\
-snp-certs install [--timeout SECS] [--in-place] [--no-verify] BLOB PATH
+snp-certs install [--timeout SECS] [--in-place] [--no-verify] [--mode M] [--group G] BLOB PATH
 
 Validates BLOB and verifies its chain as `verify` does (a chain that does not
 verify is refused unless --no-verify is given; the empty table, which serves
@@ -130,6 +154,15 @@ file and rewrites it in place (write, truncate, fsync) before unlocking; the
 inode stays the same. Locking readers still see the old or the new blob; a
 reader that takes no lock can see a torn file meanwhile, and a crash during
 the rewrite can leave one. PATH must exist.
+
+--mode OCTAL, --group NAME|GID: the blob file's permission bits and group.
+Default: those of the file replaced; a first install gets mode 0640 (never
+the umask's) and the caller's group. Give the VMMs' group (e.g. --group kvm)
+and nothing to others: whoever can read the blob can take a shared lock on
+it and stall every update. Temporaries are created 0600. A symbolic link at
+PATH is refused (updaters never follow one): give the path it points to.
+Also on `hold` and `refresh`. --trust-anchor FILE (also on build, verify,
+hold, refresh) trusts another root besides AMD's built-in ARKs.
 ";
 
 const HOLD_HELP: &str = "\
@@ -145,11 +178,18 @@ CMD runs, as for `install`. Exits with CMD's status
 (128+N if CMD was killed by signal N, 127 if it could not be started).
 CMD gets SNP_CERTS_HOLD=PATH in its environment. SIGTERM, SIGINT and SIGHUP
 sent to hold are passed on to CMD; hold keeps the lock until CMD has ended.
+CMD inherits the locked descriptor (its number in SNP_CERTS_HOLD_FD), so the
+lock outlives a SIGKILLed hold for as long as CMD (or anything that inherited
+the descriptor from it) runs; CMD must not close it early.
 
 With --refresh (and the SOURCE and KDS options of `refresh`), after CMD
 succeeds hold refreshes the VCEK as `refresh` does, still under the same lock
-(the TCB is read after CMD, so /dev/sev gives the new one); if the refresh
-fails, hold exits 1 and PATH is unchanged. VMMs get BUSY for the whole
+(the TCB is read after CMD, so /dev/sev gives the new one). If the refresh
+fails after CMD succeeded, the installed VCEK may be for the old TCB: hold
+withdraws it under the same lock (PATH then serves its ARK and ASK only, or
+the empty table if it had no ARK and ASK) and exits 75; if even that fails
+it exits 76 (PATH may still serve the old VCEK). A blob serving a VLEK is
+never touched (exit 1). VMMs get BUSY for the whole
 window, fetch included, and a Linux guest gives up after 60 s of BUSY: so
 all of KDS's requests and waits are bounded by --total-timeout, 30 s by
 default here (the cache avoids the fetch when the VCEK was fetched before,
@@ -223,6 +263,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
                 Some("install") => INSTALL_HELP,
                 Some("hold") => HOLD_HELP,
                 Some("refresh") => REFRESH_HELP,
+                Some("export") => EXPORT_HELP,
                 _ => USAGE,
             };
             print(page)
@@ -234,6 +275,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
         "install" => cmd_install(rest),
         "hold" => cmd_hold(rest),
         "refresh" => cmd_refresh(rest),
+        "export" => cmd_export(rest),
         _ => usage(format!(
             "unknown command {:?}",
             args.first()
@@ -241,6 +283,60 @@ fn dispatch(args: &[OsString]) -> Result<(), Fail> {
                 .unwrap_or_default()
         )),
     }
+}
+
+/// `--trust-anchor FILE`: trusts FILE's certificate (PEM or DER) as a root
+/// besides AMD's built-in ARKs.
+fn add_anchor(anchors: &mut verify::TrustAnchors, v: &OsString) -> Result<(), Fail> {
+    let p = PathBuf::from(v);
+    let raw = read_input(&p)?;
+    anchors
+        .add_cert(&raw, &p.display().to_string())
+        .map_err(|e| Fail::Run(format!("--trust-anchor {e}")))
+}
+
+/// `--mode OCTAL`: permission bits of the installed blob.
+fn parse_mode(v: &OsStr) -> Result<u32, Fail> {
+    let t = v.to_str().unwrap_or("");
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o777 && !t.is_empty() => Ok(m),
+        _ => usage(format!(
+            "--mode wants octal permission bits (e.g. 0640), got {t:?}"
+        )),
+    }
+}
+
+/// `--group NAME|GID`: group of the installed blob (names from /etc/group).
+fn parse_group(v: &OsStr) -> Result<u32, Fail> {
+    let t = v.to_str().unwrap_or("");
+    if let Ok(g) = t.parse::<u32>() {
+        return Ok(g);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse::<u32>().ok()?;
+            (name == t && !t.is_empty()).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| Fail::Usage(format!("--group: no group {t:?} in /etc/group")))
+}
+
+/// `--mode` and `--group` of the updating commands; returns whether `opt` was one.
+fn take_perms(
+    perms: &mut store::Perms,
+    opt: &str,
+    it: &mut std::slice::Iter<'_, OsString>,
+) -> Result<bool, Fail> {
+    match opt {
+        "--mode" => perms.mode = Some(parse_mode(value(it, opt)?)?),
+        "--group" => perms.gid = Some(parse_group(value(it, opt)?)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Takes the value after option `name`.
@@ -453,10 +549,12 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
     let mut entries: Vec<(table::Guid, PathBuf)> = Vec::new();
     let mut oversize = false;
     let mut no_verify = false;
+    let mut anchors = verify::TrustAnchors::amd();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str().unwrap_or("") {
             "-h" | "--help" => return print(BUILD_HELP),
+            "--trust-anchor" => add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?,
             "--ark" => set_once(&mut ark, value(&mut it, "--ark")?, "--ark")?,
             "--ask" => set_once(&mut ask, value(&mut it, "--ask")?, "--ask")?,
             "--vcek" => set_once(&mut vcek, value(&mut it, "--vcek")?, "--vcek")?,
@@ -573,7 +671,7 @@ fn cmd_build(args: &[OsString]) -> Result<(), Fail> {
         b = b.add_kind(c.kind, c.der);
     }
     let blob = b.build().map_err(|e| Fail::Run(format!("build: {e}")))?;
-    check_chain(&blob, no_verify, &out)?;
+    check_chain(&blob, no_verify, &out, &anchors)?;
     std::fs::write(&out, &blob).map_err(|e| Fail::Run(format!("{}: {e}", out.display())))?;
     print(&format!(
         "wrote {} ({} bytes, {} page(s))\n",
@@ -695,11 +793,16 @@ fn cmd_inspect(args: &[OsString]) -> Result<(), Fail> {
 /// Refuses a table whose chain does not verify now, unless `no_verify`. The
 /// empty table passes: it serves no certificates, so it claims no chain (a host
 /// without certificates installs it on purpose).
-fn check_chain(blob: &[u8], no_verify: bool, what: &Path) -> Result<(), Fail> {
+fn check_chain(
+    blob: &[u8],
+    no_verify: bool,
+    what: &Path,
+    anchors: &verify::TrustAnchors,
+) -> Result<(), Fail> {
     if no_verify || table::parse(blob).is_ok_and(|t| t.entries().is_empty()) {
         return Ok(());
     }
-    let report = verify::verify_table(blob, now()?).map_err(|e| {
+    let report = verify::verify_table_with(blob, now()?, anchors).map_err(|e| {
         Fail::Run(format!(
             "{}: invalid certificate table: {e}",
             what.display()
@@ -767,12 +870,18 @@ fn parse_at(v: &OsStr) -> Result<Duration, Fail> {
 
 fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
     let mut at = None;
+    let mut report_path: Option<PathBuf> = None;
     let mut path = None;
+    let mut anchors = verify::TrustAnchors::amd();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("-h" | "--help") => return print(VERIFY_HELP),
+            Some("--trust-anchor") => add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?,
             Some("--at") => at = Some(parse_at(value(&mut it, "--at")?)?),
+            Some("--report") => {
+                set_once(&mut report_path, value(&mut it, "--report")?, "--report")?
+            }
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return usage(format!("verify: unknown option {s}"))
             }
@@ -788,15 +897,51 @@ fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
         None => now()?,
     };
     let blob = read_input(&path)?;
-    let report = verify::verify_table(&blob, at).map_err(|e| {
+    let report = verify::verify_table_with(&blob, at, &anchors).map_err(|e| {
         Fail::Run(format!(
             "{}: invalid certificate table: {e}",
             path.display()
         ))
     })?;
     print(&report.to_string())?;
-    if report.verified() {
-        print("chain verifies\n")
+    let report_ok = match &report_path {
+        None => true,
+        Some(rp) => {
+            let raw = read_input(rp)?;
+            let leaf = table::parse(&blob).ok().and_then(|t| {
+                t.find(CertKind::Vcek)
+                    .or_else(|| t.find(CertKind::Vlek))
+                    .map(<[u8]>::to_vec)
+            });
+            let res = match leaf {
+                Some(l) => verify::verify_report(&raw, &l),
+                None => Err("the table has no VCEK or VLEK to check it with".into()),
+            };
+            match res {
+                Ok(()) => {
+                    print(&format!(
+                        "report {}: signature verifies with the table's VCEK/VLEK (ECDSA P-384 SHA-384), CHIP_ID matches its hwID\n",
+                        rp.display()
+                    ))?;
+                    true
+                }
+                Err(e) => {
+                    print(&format!("FAIL: report {}: {e}\n", rp.display()))?;
+                    false
+                }
+            }
+        }
+    };
+    if report.verified() && report_ok {
+        print(&format!(
+            "chain verifies, ending in {}\n",
+            report.anchor.as_deref().unwrap_or("?")
+        ))
+    } else if report.verified() {
+        run_err(format!(
+            "{}: the chain verifies, the attestation report does not",
+            path.display()
+        ))
     } else {
         run_err(format!(
             "{}: the certificate chain does not verify ({} problem(s))",
@@ -804,6 +949,67 @@ fn cmd_verify(args: &[OsString]) -> Result<(), Fail> {
             report.failures().len()
         ))
     }
+}
+
+fn cmd_export(args: &[OsString]) -> Result<(), Fail> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if args.iter().any(|a| is_help(a)) {
+        return print(EXPORT_HELP);
+    }
+    let [blob_path, dir] = args else {
+        return usage("export needs BLOB and DIR");
+    };
+    let (blob_path, dir) = (PathBuf::from(blob_path), PathBuf::from(dir));
+    let blob = read_input(&blob_path)?;
+    let t = table::parse(&blob).map_err(|e| {
+        Fail::Run(format!(
+            "{}: invalid certificate table: {e}",
+            blob_path.display()
+        ))
+    })?;
+    let vlek = t.entries().iter().any(|e| e.kind() == CertKind::Vlek);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|e| Fail::Run(format!("{}: {e}", dir.display())))?;
+    let mut written = Vec::new();
+    for e in t.entries() {
+        let name = match e.kind() {
+            CertKind::Ark => "ark.der".to_string(),
+            CertKind::Ask if vlek => "asvk.der".to_string(),
+            CertKind::Ask => "ask.der".to_string(),
+            CertKind::Vcek => "vcek.der".to_string(),
+            CertKind::Vlek => "vlek.der".to_string(),
+            CertKind::Crl => "crl.der".to_string(),
+            CertKind::Other(g) => format!("{g}.der"),
+        };
+        let Some(data) = t.data(e) else {
+            return run_err(format!(
+                "{}: entry {name} out of bounds",
+                blob_path.display()
+            ));
+        };
+        let p = dir.join(&name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+            .map_err(|e| Fail::Run(format!("{}: {e}", p.display())))?;
+        written.push(name);
+    }
+    print(&format!(
+        "wrote {} to {}\n",
+        if written.is_empty() {
+            "nothing (the table is empty)".to_string()
+        } else {
+            written.join(", ")
+        },
+        dir.display()
+    ))
 }
 
 fn store_err(path: &Path, e: StoreError) -> Fail {
@@ -833,11 +1039,17 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_place = false;
     let mut no_verify = false;
+    let mut anchors = verify::TrustAnchors::amd();
+    let mut perms = store::Perms::default();
     let mut pos = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("-h" | "--help") => return print(INSTALL_HELP),
+            Some(o @ ("--mode" | "--group")) => {
+                take_perms(&mut perms, o, &mut it)?;
+            }
+            Some("--trust-anchor") => add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?,
             Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
             Some("--in-place") => in_place = true,
             Some("--no-verify") => no_verify = true,
@@ -857,7 +1069,7 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
             blob_path.display()
         ))
     })?;
-    check_chain(&blob, no_verify, blob_path)?;
+    check_chain(&blob, no_verify, blob_path, &anchors)?;
     if held_by_parent(path) {
         return run_err(format!(
             "{}: held by an enclosing `snp-certs hold` (it has the exclusive lock); use `snp-certs hold --install BLOB PATH -- CMD`",
@@ -865,7 +1077,7 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
         ));
     }
     if in_place {
-        store::install_in_place(path, &blob, Some(timeout)).map_err(|e| match e {
+        store::install_in_place_perms(path, &blob, Some(timeout), perms).map_err(|e| match e {
             StoreError::Io { err, .. } if err.kind() == std::io::ErrorKind::NotFound => {
                 Fail::Run(format!(
                     "{}: does not exist; --in-place rewrites an existing file (install without --in-place creates it)",
@@ -875,7 +1087,7 @@ fn cmd_install(args: &[OsString]) -> Result<(), Fail> {
             e => store_err(path, e),
         })?;
     } else {
-        store::install(path, &blob, Some(timeout)).map_err(|e| store_err(path, e))?;
+        store::install_perms(path, &blob, Some(timeout), perms).map_err(|e| store_err(path, e))?;
     }
     print(&format!(
         "installed {} ({} bytes) at {}{}\n",
@@ -962,6 +1174,8 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     let mut refresh: Option<RefreshArgs> = None;
     let mut install: Option<PathBuf> = None;
     let mut no_verify = false;
+    let mut anchors = verify::TrustAnchors::amd();
+    let mut perms = store::Perms::default();
     let mut path: Option<PathBuf> = None;
     let mut it = args.iter();
     let mut cmd: Option<&[OsString]> = None;
@@ -970,6 +1184,14 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
         idx = idx.saturating_add(1);
         match a.to_str() {
             Some("-h" | "--help") => return print(HOLD_HELP),
+            Some("--trust-anchor") => {
+                add_anchor(&mut anchors, value(&mut it, "--trust-anchor")?)?;
+                idx = idx.saturating_add(1);
+            }
+            Some(o @ ("--mode" | "--group")) => {
+                take_perms(&mut perms, o, &mut it)?;
+                idx = idx.saturating_add(1);
+            }
             Some("--timeout") => {
                 timeout = parse_timeout(value(&mut it, "--timeout")?)?;
                 idx = idx.saturating_add(1);
@@ -1009,7 +1231,9 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
     if refresh.is_some() && install.is_some() {
         return usage("hold takes --install or --refresh, not both");
     }
-    if let Some(r) = &refresh {
+    if let Some(r) = refresh.as_mut() {
+        r.anchors = anchors.clone();
+        r.perms = perms;
         r.check()?;
     }
     let new_blob = match &install {
@@ -1018,7 +1242,7 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
             table::parse(&b).map_err(|e| {
                 Fail::Run(format!("{}: invalid certificate table: {e}", p.display()))
             })?;
-            check_chain(&b, no_verify, p)?;
+            check_chain(&b, no_verify, p, &anchors)?;
             Some(b)
         }
         None => None,
@@ -1041,11 +1265,26 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
                 .map_err(|e| store_err(&path, e))?,
         )
     };
-    let status = run_forwarding_signals(
-        Command::new(prog)
-            .args(prog_args)
-            .env(HOLD_ENV, path.as_os_str()),
-    );
+    let mut command = Command::new(prog);
+    command.args(prog_args).env(HOLD_ENV, path.as_os_str());
+    // CMD inherits the locked descriptor (its open file description, which
+    // owns the OFD lock): if hold is SIGKILLed while CMD runs, the lock
+    // stays until CMD (and whatever inherited it from CMD) has ended.
+    if let Some(fd) = lock.as_ref().map(|l| l.file().as_raw_fd()) {
+        command.env(HOLD_FD_ENV, fd.to_string());
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls fcntl(2), which is async-signal-safe; `fd` is a plain
+        // integer copied in, open in the child as in the parent.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let status = run_forwarding_signals(&mut command);
     let status = match status {
         Ok(s) => s,
         Err(e) => {
@@ -1069,8 +1308,8 @@ fn cmd_hold(args: &[OsString]) -> Result<(), Fail> {
             return res;
         }
         if let Some(b) = new_blob {
-            let newf =
-                store::replace_locked(&path, lock.as_ref(), &b).map_err(|e| store_err(&path, e))?;
+            let newf = store::replace_locked_perms(&path, lock.as_ref(), &b, perms)
+                .map_err(|e| store_err(&path, e))?;
             drop(newf);
             let _ = writeln!(
                 std::io::stderr(),
@@ -1121,13 +1360,26 @@ KDS OPTIONS:
                        chip and TCB) and each product's chain is fetched once
                        and kept once it verified; --no-cache skips it
   --proxy URL          HTTP proxy, http://[user:password@]host:port (HTTPS
-                       goes through it with CONNECT); the *_proxy
-                       environment variables are not read
+                       goes through it with CONNECT); without it,
+                       HTTPS_PROXY/https_proxy (http_proxy for http://),
+                       ALL_PROXY/all_proxy, and NO_PROXY/no_proxy, as curl
+                       reads them. Redirects are followed only within
+                       the same scheme, host and port.
+  --ca-file FILE       also trust FILE's CA certificates (PEM) for HTTPS
+                       (repeatable); Mozilla's roots (built in) and the
+                       system's bundle (SSL_CERT_FILE, or
+                       /etc/ssl/certs/ca-certificates.crt and the like)
+                       are always trusted
   --http-timeout SECS  per request (connect, send, whole body); default 30
   --max-wait SECS      total wait between retries; default 60
   --total-timeout SECS all requests and waits together; default none (0),
                        30 for `hold --refresh`
   --retry-delay SECS   first backoff delay, doubled per retry; default 1
+  --force              replace a VCEK for this chip whose TCB is newer in
+                       some component (otherwise refused: an older refresh
+                       finishing last must not downgrade the blob)
+  --trust-anchor FILE  also trust this root (PEM or DER) besides AMD's
+                       built-in Milan, Genoa and Turin ARKs
   --crl                also serve AMD's CRL for the product: fetched from
                        KDS on every refresh (never cached), checked (issued
                        and signed by the ARK, already in force) and refused
@@ -1157,8 +1409,12 @@ struct RefreshArgs {
     cache_dir: Option<PathBuf>,
     no_cache: bool,
     crl: bool,
+    force: bool,
     proxy: Option<String>,
     policy: snp_certs::kds::RetryPolicy,
+    anchors: verify::TrustAnchors,
+    perms: store::Perms,
+    ca_files: Vec<PathBuf>,
 }
 
 fn parse_hex(v: &OsStr) -> Result<Vec<u8>, Fail> {
@@ -1216,7 +1472,9 @@ impl RefreshArgs {
                 | "--cache-dir"
                 | "--no-cache"
                 | "--crl"
+                | "--force"
                 | "--proxy"
+                | "--ca-file"
                 | "--http-timeout"
                 | "--total-timeout"
                 | "--max-wait"
@@ -1230,9 +1488,10 @@ impl RefreshArgs {
         match opt {
             "--no-cache" => self.no_cache = true,
             "--crl" => self.crl = true,
+            "--force" => self.force = true,
             _ => {}
         }
-        if matches!(opt, "--no-cache" | "--crl") {
+        if matches!(opt, "--no-cache" | "--crl" | "--force") {
             return Ok(0);
         }
         let v = value(it, opt)?;
@@ -1245,6 +1504,7 @@ impl RefreshArgs {
         };
         match opt {
             "--from-report" => set_once(&mut self.report, v, opt)?,
+            "--ca-file" => self.ca_files.push(PathBuf::from(v)),
             "--sev-device" => set_once(&mut self.sev_device, v, opt)?,
             "--cache-dir" => set_once(&mut self.cache_dir, v, opt)?,
             "--product" => {
@@ -1317,7 +1577,15 @@ impl RefreshArgs {
     fn target(&self) -> Result<snp_certs::refresh::Target, Fail> {
         let mut t = self.vcek_target()?;
         t.crl = self.crl;
+        t.anchors = self.anchors.clone();
+        t.allow_older = self.force;
         Ok(t)
+    }
+
+    /// True when the target comes from this host's firmware (/dev/sev),
+    /// which a firmware update can change at any moment.
+    fn reads_host(&self) -> bool {
+        self.report.is_none() && self.chip_id.is_none()
     }
 
     fn vcek_target(&self) -> Result<snp_certs::refresh::Target, Fail> {
@@ -1351,13 +1619,14 @@ impl RefreshArgs {
                     .unwrap_or_else(|| PathBuf::from(snp_certs::kds::DEFAULT_CACHE_DIR)),
             )
         };
-        snp_certs::kds::Kds::new(
+        snp_certs::kds::Kds::with_roots(
             self.kds_url
                 .as_deref()
                 .unwrap_or(snp_certs::kds::DEFAULT_KDS_URL),
             self.policy.clone(),
             cache,
             self.proxy.as_deref(),
+            &self.ca_files,
         )
         .map_err(Fail::Usage)
     }
@@ -1387,6 +1656,12 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
         match a.to_str() {
             Some("-h" | "--help") => return print(REFRESH_HELP),
             Some("--timeout") => timeout = parse_timeout(value(&mut it, "--timeout")?)?,
+            Some("--trust-anchor") => {
+                add_anchor(&mut r.anchors, value(&mut it, "--trust-anchor")?)?
+            }
+            Some(o @ ("--mode" | "--group")) => {
+                take_perms(&mut r.perms, o, &mut it)?;
+            }
             Some(s) if RefreshArgs::takes(s) => {
                 r.take(s, &mut it)?;
             }
@@ -1428,24 +1703,25 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
     }
     // Fetch before taking the exclusive lock: VMMs keep serving meanwhile.
     let mut kds = r.kds()?;
-    let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
-    let mut tries = 0u32;
-    let outcome = loop {
-        let mut lock =
-            store::lock_for_update(&path, Some(timeout)).map_err(|e| store_err(&path, e))?;
-        match refresh::install_locked(&path, &mut lock, &fetched.blob, &target, at) {
-            // PATH did not exist and another installer created it meanwhile
-            // (the first install never clobbers): lock theirs and look again.
-            Err(refresh::RefreshError::Store(StoreError::Io { err, .. }))
-                if lock.is_none()
-                    && err.kind() == std::io::ErrorKind::AlreadyExists
-                    && tries < 3 =>
-            {
-                tries = tries.saturating_add(1);
+    let reads_host = r.reads_host();
+    let done =
+        refresh::fetch_and_install(&path, Some(timeout), &mut kds, target, at, r.perms, || {
+            reads_host.then(|| {
+                r.target().map_err(|f| {
+                    refresh::RefreshError::Input(match f {
+                        Fail::Usage(m) | Fail::Run(m) => m,
+                        Fail::Status(c) => format!("status {c}"),
+                    })
+                })
+            })
+        })
+        .map_err(|e| match e {
+            refresh::RefreshError::Store(e @ (StoreError::Busy | StoreError::Unstable(_))) => {
+                store_err(&path, e)
             }
-            r => break r.map_err(fail)?,
-        }
-    };
+            e => fail(e),
+        })?;
+    let (outcome, target, fetched) = (done.outcome, done.target, done.fetched);
     match outcome {
         Outcome::UpToDate => print(&format!(
             "{} is up to date (installed meanwhile by someone else): it serves the VCEK for {target}\n",
@@ -1460,22 +1736,93 @@ fn cmd_refresh(args: &[OsString]) -> Result<(), Fail> {
     }
 }
 
+/// `hold --refresh`'s status when CMD succeeded but the refresh failed and
+/// the old VCEK was withdrawn (EX_TEMPFAIL: run `refresh` again).
+const EXIT_WITHDRAWN: u8 = 75;
+/// `hold --refresh`'s status when CMD succeeded, the refresh failed and
+/// withdrawing the old VCEK failed too: PATH may still serve it.
+const EXIT_STALE: u8 = 76;
+
 /// `hold --refresh`: after CMD, under hold's exclusive lock (never taken
-/// again here: the same lock handle is read and replaced).
+/// again here: the same lock handle is read and replaced). If the refresh
+/// fails, the firmware may now report a TCB the installed VCEK is not for:
+/// the VCEK is withdrawn under the same lock ([`refresh::withdrawn`]: ARK and
+/// ASK only, or the empty table) and hold exits [`EXIT_WITHDRAWN`]. A VLEK
+/// blob is never touched (exit 1).
 fn refresh_held(
     r: &RefreshArgs,
     path: &Path,
     lock: &mut Option<store::LockedFile>,
 ) -> Result<(), Fail> {
-    use snp_certs::refresh::{self, Outcome};
-    let fail = |e: refresh::RefreshError| {
-        Fail::Run(format!(
-            "hold: refresh after the command failed, {} unchanged: {e}",
-            path.display()
-        ))
+    use snp_certs::refresh;
+    let (msg, withdraw) = match refresh_held_inner(r, path, lock) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
     };
-    let target = r.target()?;
-    let at = now()?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "snp-certs: hold: refresh after the command failed: {msg}"
+    );
+    if !withdraw {
+        return Err(Fail::Status(1));
+    }
+    let res = match refresh::read_held(lock) {
+        Ok(None) => Ok("nothing (there is no file)".to_string()),
+        Ok(Some(cur)) => {
+            let new = refresh::withdrawn(&cur);
+            let what = if new.len() > table::ENTRY_SIZE {
+                "ARK and ASK only (no VCEK)"
+            } else {
+                "the empty table (no certificates)"
+            };
+            store::replace_locked_perms(path, lock.as_ref(), &new, r.perms)
+                .map(|f| {
+                    drop(f);
+                    what.to_string()
+                })
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match res {
+        Ok(what) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "snp-certs: hold: withdrew the VCEK of the previous TCB: {} now serves {what}; run `snp-certs refresh {}` once KDS can be reached (exit {EXIT_WITHDRAWN})",
+                path.display(),
+                path.display()
+            );
+            Err(Fail::Status(EXIT_WITHDRAWN))
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "snp-certs: hold: could not withdraw the VCEK of the previous TCB from {}: {e}; it may still be served (exit {EXIT_STALE})",
+                path.display()
+            );
+            Err(Fail::Status(EXIT_STALE))
+        }
+    }
+}
+
+/// The refresh of `hold --refresh`; on failure, the message and whether the
+/// installed VCEK must be withdrawn.
+fn refresh_held_inner(
+    r: &RefreshArgs,
+    path: &Path,
+    lock: &mut Option<store::LockedFile>,
+) -> Result<(), (String, bool)> {
+    use snp_certs::refresh::{self, Outcome, RefreshError};
+    let fail = |e: RefreshError| {
+        let withdraw = !matches!(e, RefreshError::Vlek(_));
+        (e.to_string(), withdraw)
+    };
+    let msg = |f: Fail| match f {
+        Fail::Usage(m) | Fail::Run(m) => (m, true),
+        Fail::Status(c) => (format!("status {c}"), true),
+    };
+    let target = r.target().map_err(msg)?;
+    let at = now().map_err(msg)?;
     if let Some(cur) = refresh::read_held(lock).map_err(fail)? {
         refresh::refuse_vlek_blob(&cur).map_err(fail)?;
         if refresh::problems_for(&cur, &target, at, true).is_empty() {
@@ -1487,9 +1834,9 @@ fn refresh_held(
             return Ok(());
         }
     }
-    let mut kds = r.kds()?;
+    let mut kds = r.kds().map_err(msg)?;
     let fetched = refresh::fetch_verified(&mut kds, &target, at).map_err(fail)?;
-    match refresh::install_locked(path, lock, &fetched.blob, &target, at).map_err(fail)? {
+    match refresh::install_locked(path, lock, &fetched.blob, &target, at, r.perms).map_err(fail)? {
         Outcome::UpToDate => {}
         Outcome::Installed => {
             let _ = writeln!(

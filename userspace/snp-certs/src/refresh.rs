@@ -33,8 +33,14 @@ pub struct Target {
     hwid: Vec<u8>,
     pub tcb: TcbVersion,
     /// Serve AMD's CRL too (fetched from KDS each time, checked, and refused
-    /// if it revokes the ASK or the VCEK).
+    /// if it revokes the ASK: the ARK's CRL covers the ASK, not VCEKs).
     pub crl: bool,
+    /// The roots the chain must end in (AMD's built-in ARKs by default).
+    pub anchors: verify::TrustAnchors,
+    /// Replace an installed VCEK for this chip whose TCB is newer in some
+    /// component (`--force`); otherwise such a refresh is refused, so an
+    /// older refresh that finishes last cannot downgrade the blob.
+    pub allow_older: bool,
 }
 
 /// Why a refresh failed. The installed blob is unchanged in every case.
@@ -48,12 +54,16 @@ pub enum RefreshError {
     /// What KDS served does not verify, or is not for this chip and TCB.
     Verify(Vec<String>),
     Store(StoreError),
+    /// The installed VCEK is for a newer TCB.
+    Older(String),
 }
 
 impl fmt::Display for RefreshError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RefreshError::Input(s) | RefreshError::Vlek(s) => f.write_str(s),
+            RefreshError::Input(s) | RefreshError::Vlek(s) | RefreshError::Older(s) => {
+                f.write_str(s)
+            }
             RefreshError::Kds(e) => write!(f, "{e}"),
             RefreshError::Verify(p) => write!(
                 f,
@@ -114,6 +124,8 @@ impl Target {
             hwid: hwid.to_vec(),
             tcb,
             crl: false,
+            anchors: verify::TrustAnchors::amd(),
+            allow_older: false,
         })
     }
 
@@ -230,16 +242,11 @@ fn leaf_mismatch(report: &verify::ChainReport, t: &Target) -> Vec<String> {
     out
 }
 
-/// Why the CRL `crl` (DER) is unusable with `ark`, or revokes `ask` or
-/// `vcek`. Past its nextUpdate, an installed CRL is out of date (a problem:
+/// Why the CRL `crl` (DER) is unusable with `ark`, or revokes `ask` (the
+/// ARK's CRL covers the ASK only, not the VCEK). Past its nextUpdate, an installed CRL is out of date (a problem:
 /// refresh fetches a new one); a CRL just fetched is the newest AMD
 /// publishes, so that is only a warning.
-fn crl_problems(
-    crl: &[u8],
-    [ark, ask, vcek]: [&[u8]; 3],
-    at: Duration,
-    installed: bool,
-) -> Vec<String> {
+fn crl_problems(crl: &[u8], [ark, ask]: [&[u8]; 2], at: Duration, installed: bool) -> Vec<String> {
     match verify::check_crl(crl, ark, at) {
         Err(e) => vec![format!("CRL: {e}")],
         Ok((revoked, next)) => {
@@ -254,13 +261,14 @@ fn crl_problems(
                     );
                 }
             }
-            for (role, der) in [("ASK", ask), ("VCEK", vcek)] {
-                if let Some(sn) = verify::serial_of(der).filter(|sn| revoked.contains(sn)) {
-                    p.push(format!(
-                        "the {role} (serial {}) is revoked by AMD's CRL",
-                        kds::hex(&sn)
-                    ));
-                }
+            // The ARK's CRL lists certificates the ARK issued: the ASK. A
+            // VCEK is issued by the ASK, and its serial number means
+            // nothing in the ARK's list (serials are per issuer).
+            if let Some(sn) = verify::serial_of(ask).filter(|sn| revoked.contains(sn)) {
+                p.push(format!(
+                    "the ASK (serial {}) is revoked by AMD's CRL",
+                    kds::hex(&sn)
+                ));
             }
             p
         }
@@ -271,7 +279,7 @@ fn crl_problems(
 /// with a usable CRL entry when `t.crl` (empty: it is). `installed`: the blob
 /// is the one served now (a CRL past its nextUpdate makes it out of date).
 pub fn problems_for(blob: &[u8], t: &Target, at: Duration, installed: bool) -> Vec<String> {
-    let r = match verify::verify_table(blob, at) {
+    let r = match verify::verify_table_with(blob, at, &t.anchors) {
         Err(e) => return vec![format!("invalid certificate table: {e}")],
         Ok(r) => r,
     };
@@ -284,13 +292,64 @@ pub fn problems_for(blob: &[u8], t: &Target, at: Duration, installed: bool) -> V
             None => p.push("no CRL entry".into()),
             Some(crl) => p.extend(crl_problems(
                 crl,
-                [get(CertKind::Ark), get(CertKind::Ask), get(CertKind::Vcek)],
+                [get(CertKind::Ark), get(CertKind::Ask)],
                 at,
                 installed,
             )),
         }
     }
     p
+}
+
+/// If `installed` is a verified chain whose VCEK is for `t`'s product and
+/// chip with a TCB newer than `t`'s in some component, why (installing `t`
+/// would serve an older TCB's VCEK).
+pub fn newer_installed(installed: &[u8], t: &Target, at: Duration) -> Option<String> {
+    let r = verify::verify_table_with(installed, at, &t.anchors).ok()?;
+    if !r.verified() {
+        return None;
+    }
+    let leaf = r.certs.iter().find(|c| c.role == verify::Role::Vcek)?;
+    let e = leaf.endorsement.as_ref()?;
+    if e.hwid.as_deref() != Some(t.hwid.as_slice()) {
+        return None;
+    }
+    let want = t.tcb.to_extensions();
+    let pairs = [
+        (want.bootloader, e.tcb.bootloader),
+        (want.tee, e.tcb.tee),
+        (want.snp, e.tcb.snp),
+        (want.microcode, e.tcb.microcode),
+        (want.fmc, e.tcb.fmc),
+    ];
+    let older = pairs
+        .iter()
+        .any(|p| matches!(p, (Some(w), Some(i)) if w < i));
+    older.then(|| {
+        format!(
+            "the installed VCEK is for a newer TCB ({}) than the one asked for ({want}); refusing to go back (--force to override)",
+            e.tcb
+        )
+    })
+}
+
+/// The blob that withdraws the VCEK of `installed`: its ARK and ASK alone
+/// if it has both, else the empty table (no certificates). Served while
+/// the VCEK for the new TCB cannot be had: a guest then gets no VCEK (and
+/// fetches it from AMD itself) rather than one for the old TCB.
+pub fn withdrawn(installed: &[u8]) -> Vec<u8> {
+    let empty = vec![0u8; table::ENTRY_SIZE];
+    let Ok(t) = table::parse(installed) else {
+        return empty;
+    };
+    match (t.find(CertKind::Ark), t.find(CertKind::Ask)) {
+        (Some(ark), Some(ask)) => Builder::new()
+            .add_kind(CertKind::Ark, ark.to_vec())
+            .add_kind(CertKind::Ask, ask.to_vec())
+            .build()
+            .unwrap_or(empty),
+        _ => empty,
+    }
 }
 
 /// Refuses to replace a blob that serves a VLEK.
@@ -404,16 +463,81 @@ pub fn install_locked(
     blob: &[u8],
     t: &Target,
     at: Duration,
+    perms: store::Perms,
 ) -> Result<Outcome, RefreshError> {
     if let Some(cur) = read_held(lock)? {
         refuse_vlek_blob(&cur)?;
         if problems_for(&cur, t, at, true).is_empty() {
             return Ok(Outcome::UpToDate);
         }
+        if !t.allow_older {
+            if let Some(why) = newer_installed(&cur, t, at) {
+                return Err(RefreshError::Older(why));
+            }
+        }
     }
-    let new = store::replace_locked(path, lock.as_ref(), blob)?;
+    let new = store::replace_locked_perms(path, lock.as_ref(), blob, perms)?;
     drop(new);
     Ok(Outcome::Installed)
+}
+
+/// What [`fetch_and_install`] did.
+pub struct Done {
+    pub outcome: Outcome,
+    /// The target installed for (the last one `current` gave).
+    pub target: Target,
+    pub fetched: Fetched,
+}
+
+/// `refresh`: fetches (before the lock: VMMs keep serving while KDS is
+/// slow) and verifies the VCEK for `target`, takes the exclusive lock on
+/// `path` (waiting at most `wait`) and installs it with [`install_locked`].
+/// Under the lock, `current` gives the target again when it can change (the
+/// host's /dev/sev: a `hold` running a firmware update holds this lock, so
+/// the TCB may have moved during the fetch; `None` for a fixed target): if
+/// it changed, the lock is dropped and the new target fetched (at most 3
+/// times). A first install that loses the race to create `path` locks the
+/// file the other installer created and looks again.
+pub fn fetch_and_install(
+    path: &Path,
+    wait: Option<Duration>,
+    kds: &mut Kds,
+    mut target: Target,
+    at: Duration,
+    perms: store::Perms,
+    mut current: impl FnMut() -> Option<Result<Target, RefreshError>>,
+) -> Result<Done, RefreshError> {
+    let mut fetched = fetch_verified(kds, &target, at)?;
+    let (mut retargets, mut races) = (0u32, 0u32);
+    loop {
+        let mut lock = store::lock_for_update(path, wait)?;
+        if let Some(now) = current() {
+            let now = now?;
+            if now != target && retargets < 3 {
+                drop(lock);
+                retargets = retargets.saturating_add(1);
+                target = now;
+                fetched = fetch_verified(kds, &target, at)?;
+                continue;
+            }
+        }
+        match install_locked(path, &mut lock, &fetched.blob, &target, at, perms) {
+            Err(RefreshError::Store(StoreError::Io { err, .. }))
+                if lock.is_none()
+                    && err.kind() == std::io::ErrorKind::AlreadyExists
+                    && races < 3 =>
+            {
+                races = races.saturating_add(1);
+            }
+            r => {
+                return r.map(|outcome| Done {
+                    outcome,
+                    target,
+                    fetched,
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]

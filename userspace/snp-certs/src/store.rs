@@ -299,8 +299,20 @@ pub fn open_locked(
             .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK);
         if kind == LockKind::Exclusive {
             oo.write(true); // F_WRLCK needs a writable descriptor
+                            // Updaters never follow a symbolic link at the final component:
+                            // whoever can write the directory could otherwise point the
+                            // path at any file the updater (root) can write.
+            oo.custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_NOFOLLOW);
         }
-        let file = oo.open(path).map_err(io_err("open", path))?;
+        let file = match oo.open(path) {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(io_err("open", path)(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a symbolic link: updaters do not follow one at the final component (give the path it points to)",
+                )))
+            }
+            r => r.map_err(io_err("open", path))?,
+        };
         let ft = file.metadata().map_err(io_err("fstat", path))?.file_type();
         if !ft.is_file() {
             return Err(io_err("open", path)(io::Error::new(
@@ -382,8 +394,10 @@ fn create_locked_temporary(dir: &Path, prefix: &[u8]) -> Result<(File, Vec<u8>),
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
+            // Owner-only until it gets its final mode just before the rename:
+            // never readable (or lockable) by others meanwhile.
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
         {
             Ok(f) => f,
@@ -447,6 +461,24 @@ pub fn lock_for_update(
     }
 }
 
+/// Mode of a blob file created by a first install, when no mode is given:
+/// owner read-write, group read (the VMMs' group, set with [`Perms::gid`]),
+/// nothing for others. Whoever can read the blob can take a shared lock on
+/// it and so stall every update; only the VMMs should be able to.
+pub const DEFAULT_MODE: u32 = 0o640;
+
+/// Mode and group of the installed blob file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Perms {
+    /// Permission bits; `None`: the replaced file's, or [`DEFAULT_MODE`] for
+    /// a first install (never the umask's).
+    pub mode: Option<u32>,
+    /// Group; `None`: the replaced file's, or the process's for a first
+    /// install.
+    pub gid: Option<u32>,
+}
+
+/// Replaces `path` with `blob` (already validated by the caller or not: this
 /// Replaces `path` with `blob` (already validated by the caller or not: this
 /// validates again). `old` must be the exclusive lock on the inode `path` names
 /// (from [`lock_for_update`]) or `None` if the path does not exist. Returns the
@@ -456,6 +488,18 @@ pub fn replace_locked(
     path: &Path,
     old: Option<&LockedFile>,
     blob: &[u8],
+) -> Result<LockedFile, StoreError> {
+    replace_locked_perms(path, old, blob, Perms::default())
+}
+
+/// [`replace_locked`] with the new file's mode and group set as `perms`
+/// says. The temporary is created 0600 and gets its final owner and mode
+/// right before the rename.
+pub fn replace_locked_perms(
+    path: &Path,
+    old: Option<&LockedFile>,
+    blob: &[u8],
+    perms: Perms,
 ) -> Result<LockedFile, StoreError> {
     table::parse(blob).map_err(StoreError::Table)?;
     if let Some(o) = old {
@@ -476,19 +520,30 @@ pub fn replace_locked(
         }
     });
     let res = (|| {
+        tmp.write_all(blob).map_err(io_err("write", &tmp_path))?;
+        // Keep the old file's mode and, where permitted, its owner, so a
+        // VMM running as another user can still read the new blob; a
+        // given mode or group wins; a first install gets DEFAULT_MODE.
+        let (mut mode, mut owner) = (DEFAULT_MODE, None);
         if let Some(o) = old {
-            // Keep the old file's mode and, where permitted, its owner, so a
-            // VMM running as another user can still read the new blob.
             let m = o.file.metadata().map_err(io_err("fstat", path))?;
-            tmp.set_permissions(m.permissions())
-                .map_err(io_err("chmod", &tmp_path))?;
-            match std::os::unix::fs::fchown(&tmp, Some(m.uid()), Some(m.gid())) {
+            mode = m.mode() & 0o7777;
+            owner = Some((m.uid(), m.gid()));
+        }
+        let mode = perms.mode.unwrap_or(mode);
+        let (uid, gid) = match (owner, perms.gid) {
+            (Some((u, g)), want) => (Some(u), Some(want.unwrap_or(g))),
+            (None, want) => (None, want),
+        };
+        if uid.is_some() || gid.is_some() {
+            match std::os::unix::fs::fchown(&tmp, uid, gid) {
                 Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && perms.gid.is_none() => {}
                 Err(e) => return Err(io_err("chown", &tmp_path)(e)),
             }
         }
-        tmp.write_all(blob).map_err(io_err("write", &tmp_path))?;
+        tmp.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(io_err("chmod", &tmp_path))?;
         tmp.sync_all().map_err(io_err("fsync", &tmp_path))?;
         let flags = if old.is_some() {
             nix::fcntl::RenameFlags::empty()
@@ -553,10 +608,20 @@ fn fsync_dir(dirf: &File) -> nix::Result<()> {
 
 /// Validates `blob` and atomically installs it at `path` under the exclusive lock.
 pub fn install(path: &Path, blob: &[u8], wait: Option<Duration>) -> Result<(), StoreError> {
+    install_perms(path, blob, wait, Perms::default())
+}
+
+/// [`install`] with the file's mode and group as `perms` says.
+pub fn install_perms(
+    path: &Path,
+    blob: &[u8],
+    wait: Option<Duration>,
+    perms: Perms,
+) -> Result<(), StoreError> {
     table::parse(blob).map_err(StoreError::Table)?;
     for _ in 0..MAX_ATTEMPTS {
         let old = lock_for_update(path, wait)?;
-        match replace_locked(path, old.as_ref(), blob) {
+        match replace_locked_perms(path, old.as_ref(), blob, perms) {
             Ok(_new) => return Ok(()), // both locks dropped here, after the rename
             // The first install lost a race with another creator: lock theirs.
             Err(StoreError::Io { err, .. })
@@ -589,8 +654,27 @@ pub fn install_in_place(
     blob: &[u8],
     wait: Option<Duration>,
 ) -> Result<(), StoreError> {
+    install_in_place_perms(path, blob, wait, Perms::default())
+}
+
+/// [`install_in_place`], then the mode and group `perms` gives (if any) set
+/// on the file. A symbolic link at `path` is refused (never followed).
+pub fn install_in_place_perms(
+    path: &Path,
+    blob: &[u8],
+    wait: Option<Duration>,
+    perms: Perms,
+) -> Result<(), StoreError> {
     table::parse(blob).map_err(StoreError::Table)?;
     let mut lf = open_locked(path, LockKind::Exclusive, wait)?;
+    if perms.gid.is_some() {
+        std::os::unix::fs::fchown(&lf.file, None, perms.gid).map_err(io_err("chown", path))?;
+    }
+    if let Some(m) = perms.mode {
+        lf.file
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(m))
+            .map_err(io_err("chmod", path))?;
+    }
     let old = read_whole(&mut lf.file, path).ok();
     rewrite(&mut lf.file, blob, path).inspect_err(|_| {
         if let Some(old) = &old {
@@ -1087,6 +1171,64 @@ mod tests {
         install(&p, &blob(2, 10), None).unwrap();
         let m = std::fs::metadata(&p).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o640);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn temporaries_are_owner_only_and_first_install_ignores_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir("tmpmode");
+        let p = d.join("c");
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (d2, seen2) = (d.clone(), seen.clone());
+        AFTER_TMP_LOCKED.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                for e in std::fs::read_dir(&d2).unwrap() {
+                    let m = e.unwrap().metadata().unwrap().permissions().mode();
+                    seen2.borrow_mut().push(m & 0o777);
+                }
+            }))
+        });
+        // SAFETY: umask(2) only sets the process's file mode mask.
+        let old = unsafe { libc::umask(0) };
+        let r = install(&p, &blob(1, 10), None);
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        r.unwrap();
+        assert_eq!(*seen.borrow(), [0o600], "the temporary while being written");
+        let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, DEFAULT_MODE);
+        install_perms(
+            &p,
+            &blob(2, 10),
+            None,
+            Perms {
+                mode: Some(0o600),
+                gid: None,
+            },
+        )
+        .unwrap();
+        let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn updaters_do_not_follow_a_symbolic_link_at_the_path() {
+        let d = tmpdir("nofollow");
+        let target = d.join("target");
+        std::fs::write(&target, b"precious, not a blob").unwrap();
+        let p = d.join("c");
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let e = install_in_place(&p, &blob(1, 10), None).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let e = install(&p, &blob(1, 10), None).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious, not a blob");
+        assert!(std::fs::symlink_metadata(&p)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -507,3 +507,122 @@ fn install_in_place() {
     assert_eq!(std::fs::read(&p).unwrap(), b2);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Issue 22: the first install inherited the umask (world-readable under
+/// 022: any local user could take a shared lock and stall every install);
+/// `install --in-place` followed a symbolic link at PATH.
+#[test]
+fn blob_mode_and_group_are_set_explicitly_and_links_are_not_followed() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = tmpdir("perms");
+    let b = d.join("new.bin");
+    std::fs::write(&b, [0u8; 24]).unwrap();
+    let p = d.join("certs.bin");
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "umask 000; exec {} install {} {}",
+                env!("CARGO_BIN_EXE_snp-certs"),
+                s(&b),
+                s(&p)
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&p), 0o640, "documented default, not the umask's 0666");
+    // Replacing keeps the mode; --mode sets it; --group sets the group.
+    assert!(run(&["install", s(&b), s(&p)]).status.success());
+    assert_eq!(mode(&p), 0o640);
+    assert!(run(&["install", "--mode", "0604", s(&b), s(&p)])
+        .status
+        .success());
+    assert_eq!(mode(&p), 0o604);
+    // Only root may give the file any group.
+    if std::fs::metadata(&d).unwrap().uid() == 0 && nix_is_root() {
+        let o = run(&["install", "--group", "4321", "--in-place", s(&b), s(&p)]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::metadata(&p).unwrap().gid(), 4321);
+        assert!(run(&["install", s(&b), s(&p)]).status.success());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().gid(),
+            4321,
+            "kept on replace"
+        );
+    }
+    for bad in ["999", "rw", ""] {
+        assert_eq!(
+            run(&["install", "--mode", bad, s(&b), s(&p)]).status.code(),
+            Some(2)
+        );
+    }
+    assert_eq!(
+        run(&["install", "--group", "no-such-group-x", s(&b), s(&p)])
+            .status
+            .code(),
+        Some(2)
+    );
+    // A symbolic link at PATH: refused, its target untouched.
+    let target = d.join("passwd-like");
+    std::fs::write(&target, b"do not overwrite").unwrap();
+    let link = d.join("link.bin");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for extra in [&["--in-place"][..], &[][..]] {
+        let mut a = vec!["install"];
+        a.extend_from_slice(extra);
+        a.extend([s(&b), s(&link)]);
+        let o = run(&a);
+        assert_eq!(o.status.code(), Some(1), "{a:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("symbolic link"),
+            "{a:?}"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"do not overwrite");
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+/// Issue 22: when `hold` was SIGKILLed while its command ran, `install` got
+/// the lock at once (the command did not inherit the locked descriptor).
+/// Now the lock lasts as long as the command.
+#[test]
+fn the_lock_outlives_a_sigkilled_hold_while_its_command_runs() {
+    let d = tmpdir("holdkill");
+    let b = d.join("new.bin");
+    std::fs::write(&b, [0u8; 24]).unwrap();
+    let p = d.join("certs.bin");
+    assert!(run(&["install", s(&b), s(&p)]).status.success());
+    let started = d.join("started");
+    let script = format!("touch {}; sleep 3", s(&started));
+    let mut hold = bin()
+        .args(["hold", s(&p), "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !started.exists() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    hold.kill().unwrap(); // SIGKILL
+    hold.wait().unwrap();
+    let o = run(&["install", "--timeout", "0.3", s(&b), s(&p)]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the lock went with hold: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lock busy"));
+    // Once the command has ended, the lock is free.
+    let o = run(&["install", "--timeout", "10", s(&b), s(&p)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(2));
+}

@@ -67,7 +67,24 @@ fn ca() -> &'static Ca {
         gencrl("crl-none.pem");
         openssl(&dir, &["ca", "-config", "crl.cnf", "-revoke", "ask.pem"]);
         gencrl("crl-ask.pem");
-        for c in ["crl-none", "crl-ask"] {
+        // An ARK-issued certificate with serial 0, the serial the test VCEKs
+        // (issued by the ASK) carry, revoked in a CRL of its own: the ARK's
+        // CRL covers what the ARK signs, so it says nothing about a VCEK.
+        ec_key(&dir, "twin", "P-384");
+        issue(&dir, "twin", "/CN=ARK-issued twin", "ark", "0", ("ca.cnf", "ca"), &AMD_SIG);
+        std::fs::write(dir.join("index2.txt"), "").unwrap();
+        std::fs::write(dir.join("crlnumber2"), "01\n").unwrap();
+        std::fs::write(
+            dir.join("crl2.cnf"),
+            "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index2.txt\ncrlnumber = crlnumber2\n\
+             default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
+        )
+        .unwrap();
+        openssl(&dir, &["ca", "-config", "crl2.cnf", "-revoke", "twin.pem"]);
+        let mut a = vec!["ca", "-config", "crl2.cnf", "-gencrl", "-out", "crl-serial0.pem"];
+        a.extend(&AMD_SIG[1..]);
+        openssl(&dir, &a);
+        for c in ["crl-none", "crl-ask", "crl-serial0"] {
             openssl(
                 &dir,
                 &["crl", "-in", &format!("{c}.pem"), "-outform", "DER", "-out", &format!("{c}.der")],
@@ -146,6 +163,8 @@ enum Reply {
     Slow(Duration, Vec<u8>),
     /// Announces the whole body's length, sends half of it, closes.
     Truncated(Vec<u8>),
+    /// 302 to this Location.
+    Redirect(String),
 }
 
 type Script = dyn Fn(&str, usize) -> Reply + Send + Sync;
@@ -243,6 +262,9 @@ fn serve(conn: TcpStream, log: &Mutex<Vec<String>>, script: &Script) {
             w.write_all(head(200, "OK", b.len(), "").as_bytes())
                 .and_then(|()| w.write_all(&b))
         }
+        Reply::Redirect(to) => {
+            w.write_all(head(302, "Found", 0, &format!("Location: {to}\r\n")).as_bytes())
+        }
         Reply::Truncated(b) => w
             .write_all(head(200, "OK", b.len(), "").as_bytes())
             .and_then(|()| w.write_all(&b[..b.len() / 2])),
@@ -300,7 +322,31 @@ fn milan_vcek_path() -> String {
     )
 }
 
+/// The test ARK: the root these tests' chains end in, trusted with
+/// `--trust-anchor` (it is not AMD's, so without it nothing verifies).
+fn test_anchor() -> PathBuf {
+    ca().dir.join("ark.pem")
+}
+
+/// `snp-certs ARGS` with `--trust-anchor` [`test_anchor`] right after the
+/// subcommand.
+fn tbin<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> std::process::Command {
+    let mut v: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    if !v.is_empty() {
+        v.insert(1, "--trust-anchor".into());
+        v.insert(2, test_anchor().into());
+    }
+    let mut c = bin();
+    c.args(v);
+    c
+}
+
 fn refresh(kds: &Kds, dir: &Path, extra: &[&str]) -> Output {
+    refresh_with(kds, dir, extra, true)
+}
+
+/// `refresh` against the stand-in; `anchored`: trust the test ARK.
+fn refresh_with(kds: &Kds, dir: &Path, extra: &[&str], anchored: bool) -> Output {
     let cache = dir.join("cache");
     let mut args = vec![
         "refresh",
@@ -312,7 +358,11 @@ fn refresh(kds: &Kds, dir: &Path, extra: &[&str]) -> Output {
         "0.05",
     ];
     args.extend_from_slice(extra);
-    bin().args(&args).output().unwrap()
+    if anchored {
+        tbin(&args).output().unwrap()
+    } else {
+        bin().args(&args).output().unwrap()
+    }
 }
 
 fn vcek_of(blob: &[u8]) -> Vec<u8> {
@@ -354,12 +404,7 @@ fn from_report_fetches_verifies_installs_then_is_a_no_op() {
     assert_eq!(t.find(CertKind::Ask).unwrap(), ca().der("ask.pem"));
     assert_eq!(vcek_of(&blob), vcek);
     assert_eq!(
-        bin()
-            .args(["verify", s(&certs)])
-            .output()
-            .unwrap()
-            .status
-            .code(),
+        tbin(["verify", s(&certs)]).output().unwrap().status.code(),
         Some(0)
     );
 
@@ -391,8 +436,9 @@ fn from_report_fetches_verifies_installs_then_is_a_no_op() {
     assert_eq!(kds.requests().len(), 2);
     assert_eq!(std::fs::read(&other).unwrap(), blob);
 
-    // A new TCB (after a firmware update): the new VCEK is fetched, the
-    // chain comes from the cache.
+    // A new TCB (after a firmware update): the new VCEK is fetched. This
+    // stand-in listens on another port, so it is another KDS origin: the
+    // cache (per origin) has nothing of it and the chain is fetched too.
     let tcb2 = (3, 0, 9, 115, None);
     let vcek2 = ca().vcek("Milan-B0", &chip, tcb2);
     let path2 = format!(
@@ -407,7 +453,10 @@ fn from_report_fetches_verifies_installs_then_is_a_no_op() {
     .unwrap();
     let o = refresh(&kds2, &d, &["--from-report", s(&rep), s(&certs)]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    assert_eq!(kds2.requests(), [path2]);
+    assert_eq!(
+        kds2.requests(),
+        ["/vcek/v1/Milan/cert_chain".to_string(), path2]
+    );
     assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek2);
 }
 
@@ -794,7 +843,7 @@ fn kds_failures_leave_the_blob_alone() {
     let mut args = vec!["refresh", "--kds-url", &url, "--retry-delay", "0.01"];
     let rest = explicit_milan(&[], s(&certs));
     args.extend(rest);
-    let o = bin().args(&args).output().unwrap();
+    let o = tbin(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(e.contains("cannot reach KDS at"), "{e}");
@@ -870,12 +919,16 @@ fn a_corrupt_cache_entry_is_fetched_again() {
     args.retain(|a| *a != "--no-cache");
     let o = refresh(&kds, &d, &args);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
-    let entry = d
-        .join("cache/vcek/Milan")
+    // Entries live under the KDS origin: "http_127.0.0.1_PORT".
+    let origin = d
+        .join("cache")
+        .join(format!("http_127.0.0.1_{}", kds.addr.port()));
+    let entry = origin
+        .join("vcek/Milan")
         .join(hex(&chip))
         .join("bl=3,tee=0,snp=8,ucode=115.der");
     assert_eq!(std::fs::read(&entry).unwrap(), vcek);
-    assert!(d.join("cache/cert_chain/Milan.pem").exists());
+    assert!(origin.join("cert_chain/Milan.pem").exists());
     // Corrupt it with another chip's VCEK, and make the blob stale.
     let mut other = chip.clone();
     other[5] ^= 0x80;
@@ -891,6 +944,75 @@ fn a_corrupt_cache_entry_is_fetched_again() {
     );
     assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
     assert_eq!(std::fs::read(&entry).unwrap(), vcek);
+}
+
+/// Issue 22: a `refresh --kds-url` test run filled the cache that a later
+/// refresh against another KDS then installed from ("0 KDS requests"). The
+/// cache is now kept per KDS origin; a cache directory others can write is
+/// not used; planted symbolic links are not followed.
+#[test]
+fn the_cache_is_per_kds_origin_and_refused_when_others_can_write_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let test_kds = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let other_kds = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let d = tmpdir("origin");
+    let blob_a = d.join("a.bin");
+    let mut args = explicit_milan(&[], s(&blob_a));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&test_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(test_kds.requests().len(), 2);
+    // Another KDS, another blob: its cache is empty, so it is asked.
+    let blob_b = d.join("b.bin");
+    let mut args = explicit_milan(&[], s(&blob_b));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&other_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(other_kds.requests().len(), 2, "{}", out(&o));
+    // The same KDS again: from its cache, no request.
+    let blob_c = d.join("c.bin");
+    let mut args = explicit_milan(&[], s(&blob_c));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&test_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(test_kds.requests().len(), 2, "{}", out(&o));
+    // A cache directory anyone can write: not used (warned), KDS asked.
+    let cache = d.join("cache");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let blob_e = d.join("e.bin");
+    let mut args = explicit_milan(&[], s(&blob_e));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&test_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("not using the cache"), "{}", out(&o));
+    assert!(
+        out(&o).contains("writable by group or others"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(test_kds.requests().len(), 4, "{}", out(&o));
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A symbolic link planted at an entry: never followed (read or write).
+    let origin = cache.join(format!("http_127.0.0.1_{}", other_kds.addr.port()));
+    let entry = origin.join("cert_chain/Milan.pem");
+    let victim = d.join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&victim, &entry).unwrap();
+    let blob_f = d.join("f.bin");
+    let mut args = explicit_milan(&[], s(&blob_f));
+    args.retain(|a| *a != "--no-cache");
+    let o = refresh(&other_kds, &d, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(
+        other_kds.requests().len(),
+        3,
+        "chain fetched again: {}",
+        out(&o)
+    );
 }
 
 #[test]
@@ -997,10 +1119,10 @@ fn usage_errors() {
         vec!["refresh", s(&p), s(&p)],
         vec!["hold", "--refresh", "--install", "x", s(&p), "--", "true"],
     ] {
-        let o = bin().args(&args).output().unwrap();
+        let o = tbin(&args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", out(&o));
     }
-    let o = bin().args(["refresh", "--help"]).output().unwrap();
+    let o = tbin(["refresh", "--help"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("VLEK hosts are not supported"));
 }
@@ -1027,30 +1149,29 @@ fn hold_refresh_updates_in_the_same_lock_window() {
     let chipx = hex(&chip);
     let cache = d.join("cache");
     let t = Instant::now();
-    let o = bin()
-        .args([
-            "hold",
-            "--timeout",
-            "5",
-            "--refresh",
-            "--kds-url",
-            &kds.url,
-            "--cache-dir",
-            s(&cache),
-            "--product",
-            "milan",
-            "--chip-id",
-            &chipx,
-            "--tcb",
-            "bl=3,tee=0,snp=8,ucode=115",
-            s(&certs),
-            "--",
-            "sh",
-            "-c",
-            &probe,
-        ])
-        .output()
-        .unwrap();
+    let o = tbin([
+        "hold",
+        "--timeout",
+        "5",
+        "--refresh",
+        "--kds-url",
+        &kds.url,
+        "--cache-dir",
+        s(&cache),
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=8,ucode=115",
+        s(&certs),
+        "--",
+        "sh",
+        "-c",
+        &probe,
+    ])
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert!(
         t.elapsed() < Duration::from_secs(20),
@@ -1069,14 +1190,98 @@ fn hold_refresh_updates_in_the_same_lock_window() {
     );
     assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
     // After hold the lock is free again.
-    let o2 = bin()
-        .args(["install", "--timeout", "2", s(&empty), s(&certs)])
+    let o2 = tbin(["install", "--timeout", "2", s(&empty), s(&certs)])
         .output()
         .unwrap();
     assert_eq!(o2.status.code(), Some(0), "{}", out(&o2));
 
     // A failing command: no refresh, no request, its status.
     let n = kds.requests().len();
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--kds-url",
+        &kds.url,
+        "--no-cache",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=8,ucode=115",
+        s(&certs),
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    assert_eq!(kds.requests().len(), n);
+    assert_eq!(std::fs::read(&certs).unwrap(), [0u8; 24]);
+
+    // KDS refusing after the command: exit 75 (withdrawn); the empty table
+    // stays the empty table.
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--kds-url",
+        &kds.url,
+        "--no-cache",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=9,ucode=115",
+        s(&certs),
+        "--",
+        "true",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("refresh after the command failed"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(std::fs::read(&certs).unwrap(), [0u8; 24]);
+
+    // refresh inside hold of the same file: refused with a hint, no deadlock.
+    let inner = format!(
+        "{} refresh --kds-url {} --no-cache --product milan --chip-id {chipx} --tcb bl=3,tee=0,snp=8,ucode=115 {}",
+        env!("CARGO_BIN_EXE_snp-certs"),
+        kds.url,
+        s(&certs)
+    );
+    let o = tbin(["hold", s(&certs), "--", "sh", "-c", &inner])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("hold --refresh"),
+        "{}",
+        out(&o)
+    );
+}
+
+/// Issue 22: a KDS (or a stand-in, or an attacker on the path) serving a
+/// chain anyone can make with openssl: refresh and hold --refresh refuse it
+/// unless its root is given with --trust-anchor.
+#[test]
+fn a_self_made_chain_is_refused_without_its_trust_anchor() {
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let kds = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let d = tmpdir("noanchor");
+    let certs = d.join("certs.bin");
+    let o = refresh_with(&kds, &d, &explicit_milan(&[], s(&certs)), false);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("ARK: a trust anchor"), "{}", out(&o));
+    assert!(!certs.exists());
+    let chipx = hex(&chip);
     let o = bin()
         .args([
             "hold",
@@ -1092,61 +1297,141 @@ fn hold_refresh_updates_in_the_same_lock_window() {
             "bl=3,tee=0,snp=8,ucode=115",
             s(&certs),
             "--",
-            "sh",
-            "-c",
-            "exit 3",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
-    assert_eq!(kds.requests().len(), n);
-    assert_eq!(std::fs::read(&certs).unwrap(), [0u8; 24]);
-
-    // KDS refusing after the command: exit 1, blob unchanged.
-    let o = bin()
-        .args([
-            "hold",
-            "--refresh",
-            "--kds-url",
-            &kds.url,
-            "--no-cache",
-            "--product",
-            "milan",
-            "--chip-id",
-            &chipx,
-            "--tcb",
-            "bl=3,tee=0,snp=9,ucode=115",
-            s(&certs),
-            "--",
             "true",
         ])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("refresh after the command failed"),
-        "{}",
-        out(&o)
-    );
-    assert_eq!(std::fs::read(&certs).unwrap(), [0u8; 24]);
+    assert_eq!(o.status.code(), Some(75), "{}", out(&o));
+    assert!(out(&o).contains("ARK: a trust anchor"), "{}", out(&o));
+    assert!(!certs.exists());
+    let o = refresh_with(&kds, &d, &explicit_milan(&[], s(&certs)), true);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
+}
 
-    // refresh inside hold of the same file: refused with a hint, no deadlock.
-    let inner = format!(
-        "{} refresh --kds-url {} --no-cache --product milan --chip-id {chipx} --tcb bl=3,tee=0,snp=8,ucode=115 {}",
-        env!("CARGO_BIN_EXE_snp-certs"),
-        kds.url,
-        s(&certs)
-    );
-    let o = bin()
-        .args(["hold", s(&certs), "--", "sh", "-c", &inner])
-        .output()
-        .unwrap();
+/// Issue 22: `hold --refresh -- <firmware update>` with KDS unreachable
+/// used to exit 1 (like a failed command) with the previous TCB's VCEK still
+/// installed. Now the VCEK is withdrawn under the same lock (ARK and ASK
+/// stay) and hold exits 75.
+#[test]
+fn hold_refresh_failure_withdraws_the_old_vcek() {
+    let chip = milan_chip();
+    let chipx = hex(&chip);
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let d = tmpdir("withdraw");
+    let certs = d.join("certs.bin");
+    let kds = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
+    // A port nobody listens on: KDS unreachable.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--kds-url",
+        &url,
+        "--no-cache",
+        "--max-wait",
+        "0",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=9,ucode=115",
+        s(&certs),
+        "--",
+        "true",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", out(&o));
+    assert!(out(&o).contains("withdrew the VCEK"), "{}", out(&o));
+    let blob = std::fs::read(&certs).unwrap();
+    let t = table::parse(&blob).unwrap();
+    let kinds: Vec<CertKind> = t.entries().iter().map(|e| e.kind()).collect();
+    assert_eq!(kinds, [CertKind::Ark, CertKind::Ask]);
+    assert_eq!(t.find(CertKind::Ark).unwrap(), ca().der("ark.pem"));
+    assert_eq!(t.find(CertKind::Ask).unwrap(), ca().der("ask.pem"));
+    // The lock is free again, and a later refresh serves the VCEK again.
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
+    // A command that fails keeps its own status and nothing is withdrawn.
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--kds-url",
+        &url,
+        "--no-cache",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=9,ucode=115",
+        s(&certs),
+        "--",
+        "sh",
+        "-c",
+        "exit 1",
+    ])
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("hold --refresh"),
-        "{}",
-        out(&o)
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
+}
+
+/// Issue 22: an older refresh that finishes last must not downgrade the
+/// blob: a VCEK for a newer TCB stays unless --force.
+#[test]
+fn refresh_never_installs_an_older_tcb_without_force() {
+    let chip = milan_chip();
+    let newer = (3, 0, 9, 115, None);
+    let v8 = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let v9 = ca().vcek("Milan-B0", &chip, newer);
+    let p9 = format!(
+        "/vcek/v1/Milan/{}?blSPL=03&teeSPL=00&snpSPL=09&ucodeSPL=115",
+        hex(&chip)
     );
+    let kds = good_kds(vec![(milan_vcek_path(), v8.clone()), (p9, v9.clone())]);
+    let d = tmpdir("older");
+    let certs = d.join("certs.bin");
+    let chipx = hex(&chip);
+    let at = |tcb: &'static str, extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = extra.iter().map(|x| x.to_string()).collect();
+        a.extend(
+            [
+                "--product",
+                "milan",
+                "--chip-id",
+                &chipx,
+                "--tcb",
+                tcb,
+                s(&certs),
+            ]
+            .iter()
+            .map(|x| x.to_string()),
+        );
+        a
+    };
+    let run = |args: Vec<String>| {
+        let v: Vec<&str> = args.iter().map(String::as_str).collect();
+        refresh(&kds, &d, &v)
+    };
+    let o = run(at("bl=3,tee=0,snp=9,ucode=115", &[]));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), v9);
+    let o = run(at("bl=3,tee=0,snp=8,ucode=115", &[]));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("newer TCB"), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), v9);
+    let o = run(at("bl=3,tee=0,snp=8,ucode=115", &["--force"]));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), v8);
 }
 
 #[test]
@@ -1204,23 +1489,53 @@ fn crl_is_fetched_checked_and_served() {
     assert_eq!(kds.requests().len(), n);
 
     // A CRL that revokes the ASK: refused, blob unchanged.
-    let kds = start(revoked);
+    let kds = start(revoked.clone());
     let old = preinstall(&certs);
     let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(
-        e.contains("the ASK (serial 02) is revoked by AMD's CRL"),
+        e.contains("ASK") && e.contains("serial 02 is revoked"),
         "{e}"
     );
     assert_eq!(std::fs::read(&certs).unwrap(), old);
 
+    // The ARK's CRL revoking serial 0 (an ARK-issued certificate) does not
+    // revoke the VCEK that has serial 0 too: the VCEK is the ASK's.
+    let kds = start(std::fs::read(ca().dir.join("crl-serial0.der")).unwrap());
+    let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(
+        vcek_of(&std::fs::read(&certs).unwrap()),
+        vcek,
+        "the VCEK must be served"
+    );
+    // And `verify` applies the served CRL: the same blob with the CRL that
+    // revokes the ASK does not verify.
+    let blob = std::fs::read(&certs).unwrap();
+    let t = table::parse(&blob).unwrap();
+    let with_revoking = table::Builder::new()
+        .add_kind(CertKind::Ark, t.find(CertKind::Ark).unwrap().to_vec())
+        .add_kind(CertKind::Ask, t.find(CertKind::Ask).unwrap().to_vec())
+        .add_kind(CertKind::Vcek, t.find(CertKind::Vcek).unwrap().to_vec())
+        .add_kind(CertKind::Crl, revoked.clone())
+        .build()
+        .unwrap();
+    let rb = d.join("revoked.blob");
+    std::fs::write(&rb, &with_revoking).unwrap();
+    let o = tbin(["verify", s(&rb)]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("serial 02 is revoked"), "{}", out(&o));
+    let o = tbin(["verify", s(&certs)]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+
     // Not a CRL signed by the ARK (here: the ASK certificate): refused.
+    let old = preinstall(&certs);
     let kds = start(ca().der("ask.pem"));
     let o = refresh(&kds, &d, &explicit_milan(&["--crl"], s(&certs)));
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("CRL: not a DER certificate revocation list"),
+        String::from_utf8_lossy(&o.stderr).contains("not a DER certificate revocation list"),
         "{}",
         out(&o)
     );
@@ -1283,10 +1598,11 @@ fn amd_real_milan_and_turin_vceks() {
     )
     .unwrap();
     let certs = d.join("milan.blob");
-    let o = refresh(
+    let o = refresh_with(
         &kds,
         &d,
         &["--from-report", s(&rep), "--no-cache", s(&certs)],
+        false,
     );
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(
@@ -1307,10 +1623,11 @@ fn amd_real_milan_and_turin_vceks() {
     )
     .unwrap();
     let certs = d.join("turin.blob");
-    let o = refresh(
+    let o = refresh_with(
         &kds,
         &d,
         &["--from-report", s(&rep), "--no-cache", s(&certs)],
+        false,
     );
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(
@@ -1338,7 +1655,7 @@ fn amd_real_milan_and_turin_vceks() {
         }
     });
     let certs = d.join("genoa.blob");
-    let o = refresh(
+    let o = refresh_with(
         &kds,
         &d,
         &[
@@ -1351,6 +1668,7 @@ fn amd_real_milan_and_turin_vceks() {
             "--no-cache",
             s(&certs),
         ],
+        false,
     );
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let e = String::from_utf8_lossy(&o.stderr).to_string();
@@ -1384,7 +1702,7 @@ fn through_an_http_proxy() {
         &proxy.url,
     ];
     args.extend(explicit_milan(&[], s(&certs)));
-    let o = bin().args(&args).output().unwrap();
+    let o = tbin(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(
         proxy.requests(),
@@ -1393,6 +1711,94 @@ fn through_an_http_proxy() {
             format!("http://kds.test{}", milan_vcek_path())
         ]
     );
+    // Issue 22: the proxy environment variables were ignored. Now
+    // http_proxy is used, and NO_PROXY naming the host turns it off.
+    let certs2 = d.join("certs2.bin");
+    let mut args = vec![
+        "refresh",
+        "--kds-url",
+        "http://kds.test",
+        "--retry-delay",
+        "0.01",
+    ];
+    args.extend(explicit_milan(&[], s(&certs2)));
+    let o = tbin(&args)
+        .env("http_proxy", &proxy.url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(proxy.requests().len(), 4);
+    let o = tbin(&args)
+        .env("http_proxy", &proxy.url)
+        .env("NO_PROXY", "example.org,.test")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "up to date: {}", out(&o));
+    std::fs::remove_file(&certs2).unwrap();
+    let o = tbin(&args)
+        .env("http_proxy", &proxy.url)
+        .env("NO_PROXY", "example.org,.test")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "kds.test is not resolved without the proxy: {}",
+        out(&o)
+    );
+    assert_eq!(proxy.requests().len(), 4);
+}
+
+/// Issue 22: redirects were followed to other hosts and from https to http.
+/// Only same-origin redirects are followed now.
+#[test]
+fn redirects_are_followed_on_the_same_origin_only() {
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let other = good_kds(vec![(milan_vcek_path(), vcek.clone())]);
+    let other_url = other.url.clone();
+    let vp = milan_vcek_path();
+    let chain = ca().cert_chain();
+    let (v2, c2) = (vcek.clone(), chain.clone());
+    // Redirects the VCEK elsewhere (another port: another origin).
+    let kds = Kds::start(move |p, _| {
+        if p.ends_with("/cert_chain") {
+            Reply::Ok(c2.clone())
+        } else if p == vp {
+            Reply::Redirect(format!("{other_url}{p}"))
+        } else {
+            Reply::Status(404)
+        }
+    });
+    let d = tmpdir("redirect");
+    let certs = d.join("certs.bin");
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("redirect refused"), "{}", out(&o));
+    assert!(
+        other.requests().is_empty(),
+        "followed: {:?}",
+        other.requests()
+    );
+    assert!(!certs.exists());
+    // Same origin: followed.
+    let vp = milan_vcek_path();
+    let kds = Kds::start(move |p, _| {
+        if p.ends_with("/cert_chain") {
+            Reply::Ok(chain.clone())
+        } else if p == vp {
+            Reply::Redirect("/moved/vcek.der".into())
+        } else if p == "/moved/vcek.der" {
+            Reply::Ok(v2.clone())
+        } else {
+            Reply::Status(404)
+        }
+    });
+    let o = refresh(&kds, &d, &explicit_milan(&[], s(&certs)));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), vcek);
 }
 
 /// `--total-timeout` bounds all requests and waits together, whatever
@@ -1429,35 +1835,37 @@ fn total_timeout_bounds_the_fetch_and_the_lock_window() {
 
     let chipx = hex(&milan_chip());
     let t = Instant::now();
-    let o = bin()
-        .args([
-            "hold",
-            "--refresh",
-            "--total-timeout",
-            "1",
-            "--kds-url",
-            &kds.url,
-            "--no-cache",
-            "--product",
-            "milan",
-            "--chip-id",
-            &chipx,
-            "--tcb",
-            "bl=3,tee=0,snp=8,ucode=115",
-            s(&certs),
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let o = tbin([
+        "hold",
+        "--refresh",
+        "--total-timeout",
+        "1",
+        "--kds-url",
+        &kds.url,
+        "--no-cache",
+        "--product",
+        "milan",
+        "--chip-id",
+        &chipx,
+        "--tcb",
+        "bl=3,tee=0,snp=8,ucode=115",
+        s(&certs),
+        "--",
+        "true",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", out(&o));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    assert_eq!(std::fs::read(&certs).unwrap(), old);
+    assert_eq!(
+        std::fs::read(&certs).unwrap(),
+        old,
+        "the empty table withdrawn to itself"
+    );
     // The lock is free again at once.
     let empty = d.join("empty.bin");
     std::fs::write(&empty, [0u8; 24]).unwrap();
-    let o = bin()
-        .args(["install", "--timeout", "0", s(&empty), s(&certs)])
+    let o = tbin(["install", "--timeout", "0", s(&empty), s(&certs)])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
@@ -1475,7 +1883,7 @@ fn https_is_tls() {
     let url = format!("https://127.0.0.1:{port}");
     let mut args = vec!["refresh", "--kds-url", &url, "--retry-delay", "0.01"];
     args.extend(explicit_milan(&[], s(&certs)));
-    let o = bin().args(&args).output().unwrap();
+    let o = tbin(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(e.contains("cannot reach KDS at https://127.0.0.1"), "{e}");
@@ -1486,6 +1894,144 @@ fn https_is_tls() {
     assert!(!certs.exists());
 }
 
+/// Issue 22: only the built-in web roots were trusted. A KDS behind a
+/// private CA (here: a TLS stand-in with a certificate made by openssl)
+/// is reached with --ca-file, and refused without it.
+#[test]
+fn https_with_a_private_ca_needs_ca_file() {
+    use std::sync::Arc;
+    let d = tmpdir("cafile");
+    // A CA and a server certificate for 127.0.0.1 it signs.
+    ec_key(&d, "ca", "P-256");
+    openssl(
+        &d,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=test CA",
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    ec_key(&d, "srv", "P-256");
+    std::fs::write(
+        d.join("srv.cnf"),
+        "[srv]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    issue(
+        &d,
+        "srv",
+        "/CN=127.0.0.1",
+        "ca",
+        "5",
+        ("srv.cnf", "srv"),
+        &["-sha256"],
+    );
+    openssl(
+        &d,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "srv.key", "-outform", "DER", "-out", "srv.p8",
+        ],
+    );
+    let cert = snp_certs::pem::to_der(&std::fs::read(d.join("srv.pem")).unwrap()).unwrap();
+    let key = std::fs::read(d.join("srv.p8")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.into()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+    )
+    .unwrap();
+    let config = Arc::new(config);
+    let chip = milan_chip();
+    let vcek = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let chain = ca().cert_chain();
+    let vp = milan_vcek_path();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (config, chain, vcek, vp) =
+                (config.clone(), chain.clone(), vcek.clone(), vp.clone());
+            std::thread::spawn(move || {
+                let Ok(sc) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(sc, conn);
+                let mut r = BufReader::new(&mut tls);
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    return; // the client refused our certificate
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let body = if path.ends_with("/cert_chain") {
+                    chain
+                } else if path == vp {
+                    vcek
+                } else {
+                    Vec::new()
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes());
+                let _ = tls.write_all(&body);
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    let certs = d.join("certs.bin");
+    let url = format!("https://127.0.0.1:{port}");
+    let mut args = vec![
+        "refresh",
+        "--kds-url",
+        &url,
+        "--retry-delay",
+        "0.01",
+        "--max-wait",
+        "0",
+    ];
+    args.extend(explicit_milan(&[], s(&certs)));
+    let o = tbin(&args).env_remove("SSL_CERT_FILE").output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).to_lowercase().contains("certificate"),
+        "{}",
+        out(&o)
+    );
+    assert!(!certs.exists());
+    let ca_pem = d.join("ca.pem");
+    args.extend(["--ca-file", s(&ca_pem)]);
+    let o = tbin(&args).env_remove("SSL_CERT_FILE").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(certs.exists());
+}
+
 /// A URL that cannot be parsed is not retried.
 #[test]
 fn a_bad_kds_url_fails_at_once() {
@@ -1493,8 +2039,9 @@ fn a_bad_kds_url_fails_at_once() {
     let certs = d.join("certs.bin");
     let mut args = vec!["refresh", "--kds-url", "http://[::1"];
     args.extend(explicit_milan(&[], s(&certs)));
+    test_anchor(); // the test chain is made before the clock starts
     let t = Instant::now();
-    let o = bin().args(&args).output().unwrap();
+    let o = tbin(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(
         t.elapsed() < Duration::from_millis(900),
@@ -1531,8 +2078,7 @@ fn concurrent_refreshes_install_once() {
         let spawn = || {
             let mut args = vec!["refresh", "--kds-url", kds.url.as_str()];
             args.extend(explicit_milan(&[], s(&certs)));
-            bin()
-                .args(&args)
+            tbin(&args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -1549,14 +2095,67 @@ fn concurrent_refreshes_install_once() {
         assert_eq!(installed, 1, "round {round}:\n{}\n{}", out(&a), out(&b));
         let blob = std::fs::read(&certs).unwrap();
         assert_eq!(
-            bin()
-                .args(["verify", s(&certs)])
-                .output()
-                .unwrap()
-                .status
-                .code(),
+            tbin(["verify", s(&certs)]).output().unwrap().status.code(),
             Some(0)
         );
         assert_eq!(table::parse(&blob).unwrap().entries().len(), 3);
     }
+}
+
+/// Issue 22: refresh read the target before the fetch and took the lock
+/// after it, so a TCB change meanwhile (a `hold` running a firmware update)
+/// left the old TCB's VCEK installed. `fetch_and_install` asks for the
+/// target again under the lock (what the CLI does for /dev/sev targets) and
+/// fetches again if it moved.
+#[test]
+fn the_target_is_read_again_under_the_lock() {
+    use snp_certs::refresh::{fetch_and_install, Outcome, Target};
+    use snp_certs::report::{Product, TcbVersion};
+    let chip = milan_chip();
+    let v8 = ca().vcek("Milan-B0", &chip, MILAN_TCB);
+    let v9 = ca().vcek("Milan-B0", &chip, (3, 0, 9, 115, None));
+    let p9 = format!(
+        "/vcek/v1/Milan/{}?blSPL=03&teeSPL=00&snpSPL=09&ucodeSPL=115",
+        hex(&chip)
+    );
+    let kds = good_kds(vec![(milan_vcek_path(), v8), (p9.clone(), v9.clone())]);
+    let tcb = |snp| TcbVersion {
+        bootloader: 3,
+        tee: 0,
+        snp,
+        microcode: 115,
+        fmc: None,
+    };
+    let target = |snp| {
+        let mut t = Target::new(Product::Milan, &chip, tcb(snp)).unwrap();
+        t.anchors
+            .add_cert(&std::fs::read(test_anchor()).unwrap(), "test ARK")
+            .unwrap();
+        t
+    };
+    let d = tmpdir("retarget");
+    let certs = d.join("certs.bin");
+    let policy = snp_certs::kds::RetryPolicy {
+        base_delay: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let mut client = snp_certs::kds::Kds::new(&kds.url, policy, None, None).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // The firmware moved to snp=9 while the snp=8 VCEK was being fetched.
+    let done = fetch_and_install(
+        &certs,
+        Some(Duration::from_secs(5)),
+        &mut client,
+        target(8),
+        now,
+        Default::default(),
+        || Some(Ok(target(9))),
+    )
+    .unwrap();
+    assert_eq!(done.outcome, Outcome::Installed);
+    assert_eq!(done.target.tcb, tcb(9));
+    assert_eq!(vcek_of(&std::fs::read(&certs).unwrap()), v9);
+    assert!(kds.requests().contains(&p9));
 }

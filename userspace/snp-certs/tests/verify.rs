@@ -12,8 +12,33 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use snp_certs::table::{Builder, CertKind};
-use snp_certs::verify::{verify_table, ChainReport, Role, Tcb};
+use snp_certs::verify::{verify_table, verify_table_with, ChainReport, Role, Tcb, TrustAnchors};
 use support::{run, s, tmpdir, AMD_SIG, ARK_CN, ASK_CN};
+
+/// AMD's anchors plus this file's test ARK (made with openssl here, so not
+/// AMD's: without it the chains made here must not verify).
+fn anchors() -> TrustAnchors {
+    let mut a = TrustAnchors::amd();
+    a.add_cert(&std::fs::read(ca().path("ark")).unwrap(), "test ARK")
+        .unwrap();
+    a
+}
+
+/// `verify_table` trusting the test ARK too.
+fn vt(blob: &[u8], at: Duration) -> ChainReport {
+    verify_table_with(blob, at, &anchors()).unwrap()
+}
+
+/// `snp-certs ARGS` with `--trust-anchor` (the test ARK) after the subcommand.
+fn trun(args: &[&str]) -> std::process::Output {
+    let ark = ca().path("ark");
+    let mut v: Vec<&str> = args.to_vec();
+    if !v.is_empty() {
+        v.insert(1, "--trust-anchor");
+        v.insert(2, s(&ark));
+    }
+    run(&v)
+}
 
 fn amd(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -282,6 +307,22 @@ keyUsage = critical,keyCertSign,cRLSign
 [leafca]
 basicConstraints = critical,CA:TRUE
 1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:22
+[ca_digsig]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,digitalSignature
+[ca_nobc]
+keyUsage = critical,keyCertSign,cRLSign
+[ca_crit]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+1.2.3.4.5 = critical,ASN1:NULL
+[leaf_octet]
+1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Milan-B0
+1.3.6.1.4.1.3704.1.3.1 = ASN1:INTEGER:4
+1.3.6.1.4.1.3704.1.3.2 = ASN1:INTEGER:1
+1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:22
+1.3.6.1.4.1.3704.1.3.8 = ASN1:INTEGER:213
+1.3.6.1.4.1.3704.1.4 = ASN1:FORMAT:HEX,OCTETSTRING:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
 ";
 
 impl Ca {
@@ -384,6 +425,35 @@ fn ca() -> &'static Ca {
             Sig::Amd,
             "leaf",
         );
+        // ASKs (same key as the ASK, so the VCEK still verifies under them)
+        // that break one X.509 rule each.
+        for (name, ext) in [
+            ("ask_digsig", "ca_digsig"),
+            ("ask_nobc", "ca_nobc"),
+            ("ask_crit", "ca_crit"),
+        ] {
+            std::fs::copy(c.dir.join("ask.key"), c.dir.join(format!("{name}.key"))).unwrap();
+            c.issue(name, ASK_CN, "ark", Sig::Amd, ext);
+        }
+        // An ASK with a 1024-bit key, and a VCEK it signs.
+        support::openssl(
+            &c.dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:1024",
+                "-out",
+                "ask_1024.key",
+            ],
+        );
+        c.issue("ask_1024", ASK_CN, "ark", Sig::Amd, "ca");
+        c.ec_key("vcek_by_1024", "P-384");
+        c.issue("vcek_by_1024", "/CN=SEV-VCEK", "ask_1024", Sig::Amd, "leaf");
+        // hwID as the specification writes it: a DER OCTET STRING.
+        c.ec_key("vcek_octet", "P-384");
+        c.issue("vcek_octet", "/CN=SEV-VCEK", "ask", Sig::Amd, "leaf_octet");
         c.rsa_key("vcek_rsa");
         c.issue("vcek_rsa", "/CN=SEV-VCEK", "ask", Sig::Amd, "leaf");
         c.ec_key("vcek_p256", "P-256");
@@ -411,7 +481,7 @@ fn now() -> Duration {
 
 #[test]
 fn generated_chains_verify_vcek_vlek_and_turin_layout() {
-    let r = verify_table(&chain("ark", "ask", (CertKind::Vcek, "vcek")), now()).unwrap();
+    let r = vt(&chain("ark", "ask", (CertKind::Vcek, "vcek")), now());
     assert!(r.verified(), "{}", failures(&r));
     let e = r.certs[2].endorsement.as_ref().unwrap();
     // The values written in EXT's [leaf] section.
@@ -429,7 +499,7 @@ fn generated_chains_verify_vcek_vlek_and_turin_layout() {
     assert_eq!(e.hwid.as_ref().unwrap()[..4], [0x00, 0x11, 0x22, 0x33]);
     assert_eq!(r.certs[2].serial, "07");
 
-    let r = verify_table(&chain("ark", "ask", (CertKind::Vcek, "vcek_turin")), now()).unwrap();
+    let r = vt(&chain("ark", "ask", (CertKind::Vcek, "vcek_turin")), now());
     assert!(r.verified(), "{}", failures(&r));
     let e = r.certs[2].endorsement.as_ref().unwrap();
     assert_eq!(e.product.as_deref(), Some("Turin"));
@@ -445,7 +515,7 @@ fn generated_chains_verify_vcek_vlek_and_turin_layout() {
     );
     assert_eq!(e.hwid.as_deref(), Some(&[1, 2, 3, 4, 5, 6, 7, 8][..]));
 
-    let r = verify_table(&chain("ark", "asvk", (CertKind::Vlek, "vlek")), now()).unwrap();
+    let r = vt(&chain("ark", "asvk", (CertKind::Vlek, "vlek")), now());
     assert!(r.verified(), "{}", failures(&r));
     let roles: Vec<Role> = r.certs.iter().map(|c| c.role).collect();
     assert_eq!(roles, [Role::Ark, Role::Asvk, Role::Vlek]);
@@ -500,12 +570,13 @@ fn broken_chains_fail_for_the_right_reason() {
             chain("ark_fake", "ask", (CertKind::Vcek, "vcek")),
             &[
                 "ARK: self-signed (issuer = subject, RSASSA-PSS SHA-384 by its own key): signature does not verify",
+                "ARK: a trust anchor",
                 "ASK: signed by the ARK (RSASSA-PSS SHA-384): signature does not verify",
             ],
         ),
     ];
     for (what, blob, want) in cases {
-        let r = verify_table(&blob, now()).unwrap();
+        let r = vt(&blob, now());
         let got = r.failures();
         assert!(!r.verified(), "{what}: verified");
         assert_eq!(got.len(), want.len(), "{what}: {got:#?}");
@@ -514,11 +585,183 @@ fn broken_chains_fail_for_the_right_reason() {
         }
     }
     // Swapped roles: the ASK as ARK and the ARK as ASK.
-    let r = verify_table(&chain("ask", "ark", (CertKind::Vcek, "vcek")), now()).unwrap();
+    let r = vt(&chain("ask", "ark", (CertKind::Vcek, "vcek")), now());
     let f = failures(&r);
     assert!(f.contains("ARK: self-signed"), "{f}");
     assert!(f.contains("ASK: signed by the ARK"), "{f}");
     assert!(f.contains("VCEK: signed by the ASK"), "{f}");
+}
+
+/// Issue 22: a chain anyone can make with openssl (self-signed ARK) verifies
+/// only when its root is given as a trust anchor; AMD's verify with the
+/// built-in anchors alone and say so.
+#[test]
+fn a_self_made_chain_needs_its_anchor_and_amds_verify_as_built_in() {
+    let blob = chain("ark", "ask", (CertKind::Vcek, "vcek"));
+    let r = verify_table(&blob, now()).unwrap();
+    assert!(!r.verified());
+    assert_eq!(r.failures().len(), 1, "{}", failures(&r));
+    assert!(
+        failures(&r)
+            .starts_with("ARK: a trust anchor (AMD's ARK, or one given with --trust-anchor): \""),
+        "{}",
+        failures(&r)
+    );
+    assert_eq!(r.anchor, None);
+    let r = vt(&blob, now());
+    assert!(r.verified(), "{}", failures(&r));
+    assert_eq!(r.anchor.as_deref(), Some("test ARK (--trust-anchor)"));
+
+    let at = epoch("2026-01-01T00:00:00Z");
+    for (g, name) in [("milan", "Milan"), ("turin", "Turin")] {
+        let blob = table(&[
+            (CertKind::Ark, amd(&format!("{g}-ark.pem"))),
+            (CertKind::Ask, amd(&format!("{g}-ask.pem"))),
+            (CertKind::Vcek, amd(&format!("vcek-{g}.der"))),
+        ]);
+        let r = verify_table(&blob, at).unwrap();
+        assert!(r.verified(), "{g}: {}", failures(&r));
+        assert_eq!(r.anchor, Some(format!("AMD {name} ARK (built in)")));
+    }
+    // No anchor at all: AMD's own chain does not verify either.
+    let blob = milan_blob();
+    let r = verify_table_with(&blob, at, &TrustAnchors::empty()).unwrap();
+    assert!(
+        failures(&r).contains("ARK: a trust anchor"),
+        "{}",
+        failures(&r)
+    );
+
+    // An anchor for one product: the leaf's product must be that one.
+    let mut turin_only = TrustAnchors::empty();
+    turin_only.push(
+        snp_certs::verify::TrustAnchor::from_der(
+            &ca().der("ark"),
+            "test ARK as Turin's",
+            Some("Turin"),
+        )
+        .unwrap(),
+    );
+    let r = verify_table_with(
+        &chain("ark", "ask", (CertKind::Vcek, "vcek")),
+        now(),
+        &turin_only,
+    )
+    .unwrap();
+    assert_eq!(r.failures().len(), 1, "{}", failures(&r));
+    assert!(
+        failures(&r).starts_with(
+            "VCEK: for a Turin chip (product extension, as the anchor): product is Milan-B0"
+        ),
+        "{}",
+        failures(&r)
+    );
+    let r = verify_table_with(
+        &chain("ark", "ask", (CertKind::Vcek, "vcek_turin")),
+        now(),
+        &turin_only,
+    )
+    .unwrap();
+    assert!(r.verified(), "{}", failures(&r));
+
+    // The CLI: verify, build, install and hold --install refuse it without
+    // --trust-anchor, take it with; verify names the anchor.
+    let d = ca().dir.join("anchor");
+    std::fs::create_dir_all(&d).unwrap();
+    let good = d.join("good.bin");
+    std::fs::write(&good, chain("ark", "ask", (CertKind::Vcek, "vcek"))).unwrap();
+    let o = run(&["verify", s(&good)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL:     a trust anchor"));
+    let o = trun(&["verify", s(&good)]);
+    assert_eq!(o.status.code(), Some(0));
+    let ark = ca().path("ark");
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!(
+        "chain verifies, ending in {} (--trust-anchor)",
+        ark.display()
+    )));
+    let (a, k, v) = (ca().path("ark"), ca().path("ask"), ca().path("vcek"));
+    let out = d.join("out.bin");
+    let build = [
+        "build",
+        "--ark",
+        s(&a),
+        "--ask",
+        s(&k),
+        "--vcek",
+        s(&v),
+        "-o",
+        s(&out),
+    ];
+    let o = run(&build);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ARK: a trust anchor"));
+    assert!(!out.exists());
+    assert_eq!(trun(&build).status.code(), Some(0));
+    let certs = d.join("certs");
+    let o = run(&["install", s(&good), s(&certs)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!certs.exists());
+    let o = run(&["hold", "--install", s(&good), s(&certs), "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!certs.exists());
+    assert_eq!(
+        trun(&["install", s(&good), s(&certs)]).status.code(),
+        Some(0)
+    );
+    let o = trun(&["hold", "--install", s(&good), s(&certs), "--", "true"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // AMD's Milan chain: no option needed.
+    let amd_blob = d.join("milan.bin");
+    std::fs::write(&amd_blob, milan_blob()).unwrap();
+    let o = run(&["verify", "--at", "2026-01-01T00:00:00Z", s(&amd_blob)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .contains("chain verifies, ending in AMD Milan ARK (built in)"));
+}
+
+/// Issue 22's X.509 strictness: each broken ASK gives exactly its failure;
+/// the hwID reads the same in both encodings.
+#[test]
+fn x509_strictness_and_both_hwid_encodings() {
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "ASK with keyUsage digitalSignature only",
+            chain("ark", "ask_digsig", (CertKind::Vcek, "vcek")),
+            "ASK: a CA (basicConstraints cA, keyUsage keyCertSign): keyUsage does not allow keyCertSign",
+        ),
+        (
+            "ASK without basicConstraints",
+            chain("ark", "ask_nobc", (CertKind::Vcek, "vcek")),
+            "ASK: a CA (basicConstraints cA, keyUsage keyCertSign): no basicConstraints extension",
+        ),
+        (
+            "ASK with an unknown critical extension",
+            chain("ark", "ask_crit", (CertKind::Vcek, "vcek")),
+            "ASK: no unknown critical extension: critical extension(s) 1.2.3.4.5",
+        ),
+        (
+            "ASK with a 1024-bit key",
+            chain("ark", "ask_1024", (CertKind::Vcek, "vcek_by_1024")),
+            "ASK: an RSA-4096 key: RSA key of 1024 bits",
+        ),
+    ];
+    for (what, blob, want) in cases {
+        let r = vt(&blob, now());
+        assert!(!r.verified(), "{what}: verified");
+        assert_eq!(r.failures(), [want.to_string()], "{what}");
+    }
+    let raw = vt(&chain("ark", "ask", (CertKind::Vcek, "vcek")), now());
+    let octet = vt(&chain("ark", "ask", (CertKind::Vcek, "vcek_octet")), now());
+    assert!(octet.verified(), "{}", failures(&octet));
+    let hw = |r: &ChainReport| r.certs[2].endorsement.as_ref().unwrap().hwid.clone();
+    assert_eq!(hw(&octet).map(|h| h.len()), Some(64));
+    assert_eq!(hw(&octet), hw(&raw));
 }
 
 // ---------------------------------------------------------------- the CLI
@@ -530,7 +773,7 @@ fn cli_verify_exit_codes_and_output() {
     std::fs::create_dir_all(&d).unwrap();
     let good = d.join("good.bin");
     std::fs::write(&good, chain("ark", "ask", (CertKind::Vcek, "vcek"))).unwrap();
-    let o = run(&["verify", s(&good)]);
+    let o = trun(&["verify", s(&good)]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
@@ -556,7 +799,7 @@ fn cli_verify_exit_codes_and_output() {
 
     // Expired and not yet valid, through --at (the chain is valid for 10 years from now).
     for at in ["2100-01-01T00:00:00Z", "@0", "2000-02-29T12:00:00Z"] {
-        let o = run(&["verify", "--at", at, s(&good)]);
+        let o = trun(&["verify", "--at", at, s(&good)]);
         assert_eq!(o.status.code(), Some(1), "{at}");
         let out = String::from_utf8_lossy(&o.stdout);
         let want = if at.starts_with("2100") {
@@ -570,13 +813,13 @@ fn cli_verify_exit_codes_and_output() {
 
     let bad = d.join("bad.bin");
     std::fs::write(&bad, chain("ark", "ask", (CertKind::Vcek, "vcek_by_other"))).unwrap();
-    let o = run(&["verify", s(&bad)]);
+    let o = trun(&["verify", s(&bad)]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL:     signed by the ASK"));
 
     let notable = d.join("notable.bin");
     std::fs::write(&notable, b"not a table").unwrap();
-    let o = run(&["verify", s(&notable)]);
+    let o = trun(&["verify", s(&notable)]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid certificate table"));
 
@@ -589,11 +832,11 @@ fn cli_verify_exit_codes_and_output() {
         vec!["verify", "--at"],
         vec!["install", "--no-verify"],
     ] {
-        let o = run(&args);
+        let o = trun(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(o.stdout.is_empty(), "{args:?}");
     }
-    let o = run(&["verify", "--help"]);
+    let o = trun(&["verify", "--help"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("RSASSA-PSS"));
 }
@@ -609,7 +852,7 @@ fn build_and_install_refuse_a_chain_that_does_not_verify() {
         let mut args = vec!["build", "--ark", s(&a), "--ask", s(&k), "--vcek", s(&v)];
         args.extend_from_slice(extra);
         args.extend(["-o", s(&out)]);
-        run(&args)
+        trun(&args)
     };
     let o = build("ark", "ask", "vcek_rsa", &[]);
     assert_eq!(o.status.code(), Some(1));
@@ -632,7 +875,7 @@ fn build_and_install_refuse_a_chain_that_does_not_verify() {
     // install: a good chain goes in; a VCEK-only blob and a broken chain do
     // not, unless --no-verify; the file keeps the good blob.
     let certs = d.join("certs");
-    assert!(run(&["install", s(&out), s(&certs)]).status.success());
+    assert!(trun(&["install", s(&out), s(&certs)]).status.success());
     let good = std::fs::read(&out).unwrap();
     let only = d.join("vcek-only.bin");
     std::fs::write(&only, table(&[(CertKind::Vcek, c.der("vcek"))])).unwrap();
@@ -646,14 +889,14 @@ fn build_and_install_refuse_a_chain_that_does_not_verify() {
         (&only, "no ARK entry"),
         (&broken, "signature does not verify"),
     ] {
-        let o = run(&["install", s(p), s(&certs)]);
+        let o = trun(&["install", s(p), s(&certs)]);
         assert_eq!(o.status.code(), Some(1), "{why}");
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(e.contains(why) && e.contains("--no-verify"), "{why}: {e}");
         assert_eq!(std::fs::read(&certs).unwrap(), good, "{why}");
         // hold --install checks before it runs the command.
         let flag = d.join("ran");
-        let o = run(&[
+        let o = trun(&[
             "hold",
             "--install",
             s(p),
@@ -669,16 +912,16 @@ fn build_and_install_refuse_a_chain_that_does_not_verify() {
     // without --no-verify; `verify` still says there is no chain.
     let empty = d.join("empty.bin");
     std::fs::write(&empty, [0u8; 24]).unwrap();
-    let o = run(&["install", s(&empty), s(&certs)]);
+    let o = trun(&["install", s(&empty), s(&certs)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(run(&["verify", s(&empty)]).status.code(), Some(1));
-    let o = run(&["install", "--no-verify", s(&only), s(&certs)]);
+    assert_eq!(trun(&["verify", s(&empty)]).status.code(), Some(1));
+    let o = trun(&["install", "--no-verify", s(&only), s(&certs)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         std::fs::read(&certs).unwrap(),
         std::fs::read(&only).unwrap()
     );
-    let o = run(&["hold", "--no-verify", s(&certs), "--", "true"]);
+    let o = trun(&["hold", "--no-verify", s(&certs), "--", "true"]);
     assert_eq!(o.status.code(), Some(2), "--no-verify without --install");
 }
 
@@ -762,12 +1005,12 @@ fn build_dir_and_vcek_only_are_verified() {
     for (from, to) in [("ark", "ark.pem"), ("ask", "ask.pem"), ("vcek", "vcek.pem")] {
         std::fs::copy(c.path(from), sh.join(to)).unwrap();
     }
-    let o = run(&["build", "--dir", s(&sh), "-o", s(&out)]);
+    let o = trun(&["build", "--dir", s(&sh), "-o", s(&out)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // VCEK only: no ARK to anchor it, refused unless --no-verify.
     std::fs::remove_file(&out).unwrap();
     let v = c.path("vcek");
-    let o = run(&["build", "--vcek", s(&v), "-o", s(&out)]);
+    let o = trun(&["build", "--vcek", s(&v), "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -775,6 +1018,76 @@ fn build_dir_and_vcek_only_are_verified() {
         "{e}"
     );
     assert!(!out.exists());
-    let o = run(&["build", "--vcek", s(&v), "--no-verify", "-o", s(&out)]);
+    let o = trun(&["build", "--vcek", s(&v), "--no-verify", "-o", s(&out)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Issue 22 (peers): `verify --report` checks a real attestation report
+/// (virtee/sev's Milan report) with the table's VCEK, as snpguest does;
+/// any changed signed byte, the signature, or another VCEK fails.
+#[test]
+fn verify_report_with_amds_real_milan_report_and_vcek() {
+    let rep = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/amd/report-milan.bin"),
+    )
+    .unwrap();
+    let vcek = amd("vcek-milan.der");
+    snp_certs::verify::verify_report(&rep, &vcek).unwrap();
+    for i in [0x0, 0x50, 0x1A0, 0x29F, 0x2A0, 0x2E8] {
+        let mut bad = rep.clone();
+        bad[i] ^= 1;
+        assert!(
+            snp_certs::verify::verify_report(&bad, &vcek).is_err(),
+            "byte {i:#x} changed"
+        );
+    }
+    let turin = amd("vcek-turin.der");
+    assert!(snp_certs::verify::verify_report(&rep, &turin).is_err());
+    assert!(snp_certs::verify::verify_report(&rep[..100], &vcek).is_err());
+
+    let d = tmpdir("report");
+    let blob = d.join("milan.bin");
+    std::fs::write(&blob, milan_blob()).unwrap();
+    let r = d.join("report.bin");
+    std::fs::write(&r, &rep).unwrap();
+    let at = "2026-01-01T00:00:00Z";
+    let o = run(&["verify", "--at", at, "--report", s(&r), s(&blob)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("signature verifies"), "{out}");
+    let mut bad = rep.clone();
+    bad[0x90] ^= 0x80;
+    std::fs::write(&r, &bad).unwrap();
+    let o = run(&["verify", "--at", at, "--report", s(&r), s(&blob)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL: report"));
+}
+
+/// `export BLOB DIR` writes snphost's names, which `build --dir` reads back
+/// to the same table.
+#[test]
+fn export_round_trips_through_build_dir() {
+    let d = tmpdir("export");
+    let blob = d.join("milan.bin");
+    std::fs::write(&blob, milan_blob()).unwrap();
+    let out = d.join("certs");
+    let o = run(&["export", s(&blob), s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ark.der", "ask.der", "vcek.der"]);
+    assert_eq!(
+        std::fs::read(out.join("vcek.der")).unwrap(),
+        amd("vcek-milan.der")
+    );
+    let again = d.join("again.bin");
+    let o = run(&["build", "--dir", s(&out), "-o", s(&again)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&again).unwrap(), milan_blob());
+    // Existing files are not overwritten.
+    assert_eq!(run(&["export", s(&blob), s(&out)]).status.code(), Some(1));
+    assert_eq!(run(&["export", s(&blob)]).status.code(), Some(2));
 }

@@ -148,7 +148,8 @@ pub const AMD_SIG: [&str; 7] = [
     "rsa_mgf1_md:sha384",
 ];
 
-/// A 2048-bit RSA key `dir/name.key`.
+/// A 4096-bit RSA key `dir/name.key` (AMD's ARK and ASK keys are RSA-4096,
+/// and `verify` requires it).
 pub fn rsa_key(dir: &Path, name: &str) {
     openssl(
         dir,
@@ -157,7 +158,7 @@ pub fn rsa_key(dir: &Path, name: &str) {
             "-algorithm",
             "RSA",
             "-pkeyopt",
-            "rsa_keygen_bits:2048",
+            "rsa_keygen_bits:4096",
             "-out",
             &format!("{name}.key"),
         ],
@@ -198,6 +199,8 @@ pub fn root(dir: &Path, name: &str, cn: &str, serial: &str, sig: &[&str]) {
         serial,
         "-addext",
         "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
         "-out",
         &pem,
     ];
