@@ -76,6 +76,7 @@ pub fn set_fields(run: &mut kvm_run, f: Fields) {
         ret: f.ret,
         flags: f.flags,
         status: f.status,
+        pad: [0; 2],
     };
 }
 
