@@ -28,7 +28,7 @@ rebase:
 
 # Build and boot every mutant of tests/mutants/: killed N of M (not in make check)
 mutants: expand
-	@scripts/mutants.sh
+	@scripts/mutants.sh $(ONLY)
 
 # Debian packages of base + series from Debian's config (hours; not in CI)
 host-kernel: expand

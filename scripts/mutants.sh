@@ -38,6 +38,14 @@ rm -f "$BUILD/test.key"
 killed=0 total=0 survivors=()
 for m in "$MUTANTS"/*.patch; do
 	name=$(basename "$m" .patch)
+	if [ $# -gt 0 ]; then
+		match=
+		for pat in "$@"; do
+			# shellcheck disable=SC2053
+			[[ $name == $pat ]] && match=1
+		done
+		[ -n "$match" ] || continue
+	fi
 	total=$((total + 1))
 	key=mutant-$( { echo "$series_key"; cat "$m"; } | sha256sum | cut -c1-20)
 	if [ ! -f "$CACHE/$key/result" ]; then
