@@ -281,11 +281,12 @@ no_panic() {
 # series' KVM code needs is built: prepare (the Rust crates among it) and
 # arch/x86/kvm/.
 DEBIAN_CONFIG=/usr/src/linux-config-6.12/config.amd64_none_amd64.xz
-# distro_build WHAT SRC OUT LOG KEY: build SRC into OUT, cache the warnings
-# (source paths removed) under KEY.
+# distro_build WHAT SRC OUT LOG KEY [FRAGMENT...]: build SRC into OUT with
+# configs/distro.config and the FRAGMENTs, cache the warnings (source paths
+# removed) under KEY.
 distro_build() {
 	BASE_CONFIG=$BUILD/distro-ci.config "$TOP/scripts/build.sh" "$2" "$3" \
-		"$TOP/configs/distro.config" -- prepare arch/x86/kvm/ > "$4" 2>&1 ||
+		"$TOP/configs/distro.config" "${@:6}" -- prepare arch/x86/kvm/ > "$4" 2>&1 ||
 		{ tail -40 "$4"; die "$1 does not build with the distro config (log: $4)"; }
 	mkdir -p "$CACHE/$5"
 	warnings "$4" | sed "s|$2/||g" | sort -u > "$CACHE/$5/warnings"
@@ -296,8 +297,8 @@ distro() {
 	xzcat "$DEBIAN_CONFIG" | sed -E 's/^(CONFIG_[A-Za-z0-9_]+)=m$/# \1 is not set/' > "$BUILD/distro-ci.config"
 	bkey=distro-$(build_key base "$BUILD/distro-ci.config" "$TOP/configs/distro.config")
 	skey=distro-$(build_key series "$BUILD/distro-ci.config" "$TOP/configs/distro.config")
-	if cached "$bkey"; then
-		echo "distro config, base: reused result $bkey"
+	if cached "$bkey" && holds "$BUILD/distro-base" "$bkey"; then
+		echo "distro config, base: build/distro-base holds build $bkey, reused"
 	else
 		# From the pristine base tree (build/base), so that build/src
 		# stays at the series and nothing of it is rebuilt.
@@ -316,6 +317,32 @@ distro() {
 	fi
 	echo "distro config: prepare and arch/x86/kvm/ build, no new warning ($(wc -l < "$CACHE/$skey/warnings") with the series, $(wc -l < "$CACHE/$bkey/warnings") in the base)"
 	no_panic_in "$BUILD/distro/arch/x86/kvm/svm/sev_rs.o"
+}
+
+# The series with its option off under the distro config (the C checks
+# where production runs them), in a copy of build/distro so that only what
+# the option touches is rebuilt; then the instructions of a valid VMGEXIT
+# from sev_handle_vmgexit() to the dispatch in the option-on, option-off
+# and base objects, counted in an emulator (scripts/production-path.py).
+production() {
+	local key off=$BUILD/distro-off
+	printf '# CONFIG_KVM_AMD_SEV_RUST is not set\n' > "$BUILD/option-off.config"
+	key=distro-off-$(build_key series "$BUILD/distro-ci.config" "$TOP/configs/distro.config" "$BUILD/option-off.config")
+	if cached "$key" && holds "$off" "$key"; then
+		echo "distro config, option off: build/distro-off holds build $key, reused"
+	else
+		rm -rf "$off"
+		cp -a "$BUILD/distro" "$off"
+		distro_build "the series with its option off" "$BUILD/src" "$off" \
+			"$BUILD/logs/build-distro-off.log" "$key" "$BUILD/option-off.config"
+		echo "distro config, option off: built"
+	fi
+	! llvm-nm "$off/arch/x86/kvm/svm/sev.o" | grep -w sev_es_vmgexit_check_rust ||
+		die "build/distro-off: sev.o calls the Rust checks with the option off"
+	"$VENV/bin/python" "$TOP/scripts/production-path.py" \
+		"C=$off:$BUILD/src" \
+		"Rust=$BUILD/distro:$BUILD/src:arch/x86/kvm/svm/sev.o,arch/x86/kvm/svm/sev_rs.o" \
+		"base=$BUILD/distro-base:$BASE_DIR" | tee "$BUILD/logs/production"
 }
 
 # The test kernel with KASAN, UBSAN, lockdep, might-sleep checks and KFENCE
@@ -399,6 +426,7 @@ stage kvm-run-copy kvm_run_copy
 stage checkpatch checkpatch
 stage bisect-builds walk
 stage distro distro
+stage production production
 stage module-clippy-rustfmt module_clippy
 stage no-panic no_panic
 stage size-delta size_delta
@@ -420,6 +448,7 @@ python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("debug kernel (KASAN, UBSAN, lockdep, KFENCE): %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/debug.json"
 grep -hoE 'sev_rs: (validation|whole path|reply table|hostile VMM): .*' "$BUILD/logs/series/console.log"
 grep -ho 'sev_rs: bench: .*' "$BUILD/logs/bench/console.log"
+grep '^production:' "$BUILD/logs/production"
 sed -nE 's/^ *ok [0-9]+ (.*) # SKIP (.*)/skipped selftest \1: \2/p' "$BUILD/logs/series/selftests.ktap"
 read -r on off < "$BUILD/logs/size-delta"
 echo "kvm-amd.ko .text: $on bytes with KVM_AMD_SEV_RUST, $off without"

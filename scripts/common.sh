@@ -22,6 +22,10 @@ export LIBCLANG_PATH=/usr/lib/llvm-19/lib
 
 BINDGEN=$CARGO_HOME/bin/bindgen
 
+# Python packages from PyPI (setup.sh), for scripts/production-path.py.
+VENV=$BUILD/venv
+PY_PACKAGES=(unicorn==2.1.4 pyelftools==0.32)
+
 # Debian's rustc-web/clippy/rustfmt are one matched toolchain; rustup's
 # binaries earlier in PATH belong to another rustc and must not be used for
 # the kernel.

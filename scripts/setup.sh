@@ -9,7 +9,7 @@ APT_PACKAGES=(
 	rustc-web rust-web-src rust-web-clippy rustfmt-web
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	qemu-system-x86 busybox-static python3-sphinx python3-sphinx-rtd-theme
-	python3-yaml python3-ply python3-git build-essential flex bison bc libelf-dev libssl-dev cpio kmod
+	python3-yaml python3-ply python3-git python3-venv build-essential flex bison bc libelf-dev libssl-dev cpio kmod
 	dwarves rsync xz-utils git
 	debhelper
 )
@@ -80,6 +80,15 @@ fi
 if ! "$BINDGEN" --version 2>/dev/null | grep -qx "bindgen $BINDGEN_VERSION"; then
 	log "installing bindgen-cli $BINDGEN_VERSION with $(cargo --version) (a few minutes)"
 	cargo install --locked --root "$CARGO_HOME" "bindgen-cli@$BINDGEN_VERSION"
+fi
+
+# The emulator that counts the production path (scripts/production-path.py),
+# at pinned versions, in a virtual environment of Debian's Python.
+if ! [ "$("$VENV/bin/pip" freeze 2>/dev/null | grep -E '^(unicorn|pyelftools)==' | sort)" = \
+	"$(printf '%s\n' "${PY_PACKAGES[@]}" | sort)" ]; then
+	log "installing ${PY_PACKAGES[*]} from PyPI into ${VENV#"$TOP"/}"
+	/usr/bin/python3 -m venv "$VENV"
+	"$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
 for tool in /usr/bin/rustc /usr/bin/rustfmt /usr/bin/clippy-driver \

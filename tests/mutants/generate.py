@@ -15,8 +15,8 @@ X86 = "arch/x86/kvm/x86.c"
 M = [
  # name, file, old, new, why it is wrong / what should kill it
  ("validate-rdmsr-needs-rax-rdx", RS,
-  "            bindings::SVM_EXIT_MSR => has(RCX),\n",
-  "            bindings::SVM_EXIT_MSR => has(RCX | RAX | RDX),\n",
+  "            SVM_EXIT_MSR => has(RCX),\n",
+  "            SVM_EXIT_MSR => has(RCX | RAX | RDX),\n",
   "RDMSR (SW_EXITINFO1 0) needs RCX only; a Linux guest's #VC handler marks only RCX valid. Killed by the validation differential's SW_EXITINFO1 0 inputs."),
  ("validate-ghcb-usage-eq-1", RS,
   "        if req.ghcb_usage() != 0 {\n",
@@ -35,8 +35,8 @@ M = [
   "                if info1 & u64::from(bindings::SVM_IOIO_STR_MASK) != 0 {\n                    Ok(())\n",
   "String I/O needs SW_SCRATCH. Killed by the validation differential."),
  ("validate-cpuid-no-xcr0", RS,
-  "            bindings::SVM_EXIT_CPUID if req.rax() == 0xd => has(RAX | RCX | XCR0),\n",
-  "            bindings::SVM_EXIT_CPUID if req.rax() == 0xd => has(RAX | RCX),\n",
+  "            SVM_EXIT_CPUID if req.rax() == 0xd => has(RAX | RCX | XCR0),\n",
+  "            SVM_EXIT_CPUID if req.rax() == 0xd => has(RAX | RCX),\n",
   "CPUID leaf 0xd needs XCR0. Killed by the validation differential (RAX 0xd inputs)."),
  ("validate-exitinfo2-optional", RS,
   "        if valid & EXIT != EXIT {\n",
