@@ -141,6 +141,7 @@ class Image:
         self.uc = uc
         self.next = CODE_BASE
         self.code = []          # (start, end) of executable sections
+        self.funcs = []         # (start, end, name) of functions
         self.globals = {}
         self.stubs = {}         # address -> symbol of another object
         self.stub_next = STUB_BASE
@@ -177,6 +178,8 @@ class Image:
                 if sym["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK") and sym.name:
                     self.globals[sym.name] = addr
             syms.append((sym.name, addr))
+            if addr is not None and sym["st_info"]["type"] == "STT_FUNC" and sym["st_size"]:
+                self.funcs.append((addr, addr + sym["st_size"], sym.name))
         return elf, placed, syms
 
     def map(self, addr, size):
@@ -243,6 +246,12 @@ class Image:
     def in_code(self, addr):
         return any(lo <= addr < hi for lo, hi in self.code)
 
+    def func(self, addr):
+        for lo, hi, name in self.funcs:
+            if lo <= addr < hi:
+                return name
+        return "?"
+
 
 class Build:
     """One build's objects, loaded once into an emulator, run per exit code."""
@@ -261,6 +270,7 @@ class Build:
         self.uc.mem_map(STACK_TOP - 0x10000, 0x10000)
         self.uc.mem_map(RETURN_ADDR, 0x1000)
         self.state = {}
+        self.per_func = {}      # instructions per function, over every run
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self.on_code)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, self.on_write,
                          begin=DATA_BASE, end=DATA_BASE + 0x300000 - 1)
@@ -268,10 +278,13 @@ class Build:
     def on_code(self, uc, addr, size, _):
         if self.img.in_code(addr):
             self.state["n"] += 1
+            f = self.img.func(addr)
+            self.per_func[f] = self.per_func.get(f, 0) + 1
         elif addr in self.img.stubs:
             name = self.img.stubs[addr]
             if name == "__x86_return_thunk" or name.startswith("__x86_indirect_thunk_"):
                 self.state["n"] += 1
+                self.per_func[name] = self.per_func.get(name, 0) + 1
             elif name.startswith("sev_"):
                 die(f"{self.build}: {name}() is called but not loaded")
             else:
@@ -336,7 +349,7 @@ def main():
         if len(parts) < 2:
             die(f"bad argument {arg}")
         objs = parts[2].split(",") if len(parts) > 2 else ["arch/x86/kvm/svm/sev.o"]
-        builds.append((label, parts[0], parts[1], objs))
+        builds.append((label, os.path.abspath(parts[0]), os.path.abspath(parts[1]), objs))
     if len(builds) < 2:
         die(__doc__)
     runs = [Build(b, s, o) for _, b, s, o in builds]
@@ -360,6 +373,10 @@ def main():
     print(f"  {'every exit code (sum)':40} " + " ".join(f"{n:7}" for n in totals) +
           f" {totals[1] - totals[0]:+9} {totals[1] / totals[0]:9.3f}")
     print(f"  not counted (functions of other objects, returning 0): {', '.join(sorted(externals))}")
+    for label, b in zip(labels, runs):
+        funcs = sorted(b.per_func.items(), key=lambda kv: -kv[1])
+        print(f"  {label}, per function: " +
+              ", ".join(f"{f} {n / len(codes):.2f}" for f, n in funcs))
     for label, total in zip(labels[2:], totals[2:]):
         print(f"production: {label} {total / len(codes):.2f} per valid VMGEXIT")
     print(f"production: {new}/{ref} {totals[1] / totals[0]:.3f} on valid VMGEXITs "
