@@ -295,7 +295,8 @@ class Build:
 
     def on_write(self, uc, access, addr, size, value, _):
         if addr <= self.state["info1"] < addr + size and self.state["end"] is None:
-            self.state["end"] = "dispatch"
+            # 0 precedes the dispatch; anything else is an error answer.
+            self.state["end"] = "dispatch" if value == 0 else f"SW_EXITINFO1 {value:#x}"
             uc.emu_stop()
 
     def run(self, code):
