@@ -323,7 +323,7 @@ distro() {
 # where production runs them), in a copy of build/distro so that only what
 # the option touches is rebuilt; then the instructions of a valid VMGEXIT
 # from sev_handle_vmgexit() to the dispatch in the option-on, option-off
-# and base objects, counted in an emulator (scripts/production-path.py).
+# and base kvm-amd.o, counted in an emulator (scripts/production-path.py).
 production() {
 	local key off=$BUILD/distro-off
 	printf '# CONFIG_KVM_AMD_SEV_RUST is not set\n' > "$BUILD/option-off.config"
@@ -333,16 +333,18 @@ production() {
 	else
 		rm -rf "$off"
 		cp -a "$BUILD/distro" "$off"
+		# Not built with the option off: leave no stale copy behind.
+		rm -f "$off"/arch/x86/kvm/svm/{sev_rs.o,.sev_rs.o.cmd}
 		distro_build "the series with its option off" "$BUILD/src" "$off" \
 			"$BUILD/logs/build-distro-off.log" "$key" "$BUILD/option-off.config"
 		echo "distro config, option off: built"
 	fi
 	! llvm-nm "$off/arch/x86/kvm/svm/sev.o" | grep -w sev_es_vmgexit_check_rust ||
 		die "build/distro-off: sev.o calls the Rust checks with the option off"
-	"$VENV/bin/python" "$TOP/scripts/production-path.py" \
-		"C=$off:$BUILD/src" \
-		"Rust=$BUILD/distro:$BUILD/src:arch/x86/kvm/svm/sev.o,arch/x86/kvm/svm/sev_rs.o" \
-		"base=$BUILD/distro-base:$BASE_DIR" | tee "$BUILD/logs/production"
+	[ -x "$VENV/bin/python" ] || die "no $VENV: run scripts/setup.sh"
+	"$VENV/bin/python" "$TOP/scripts/production-path.py" "C=$off:$BUILD/src" \
+		"Rust=$BUILD/distro:$BUILD/src" "base=$BUILD/distro-base:$BASE_DIR" |
+		tee "$BUILD/logs/production"
 }
 
 # The test kernel with KASAN, UBSAN, lockdep, might-sleep checks and KFENCE

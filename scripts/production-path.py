@@ -2,25 +2,29 @@
 # SPDX-License-Identifier: GPL-2.0
 """Instructions a valid VMGEXIT executes in production code, per exit code.
 
-Runs sev_handle_vmgexit() of kvm-amd's objects as the distro-config build
-made them (sev.o, and sev_rs.o where the option is on) in Unicorn (QEMU's
-x86-64 emulator as a library), from its first instruction to the store of
-SW_EXITINFO1 = 0 into the GHCB that precedes the exit-code dispatch, and
-counts every instruction on the way: calls, returns and the return thunk
-included. The objects are loaded as the module loader would (sections
-placed, relocations applied), with what boot-time patching does to them:
-__fentry__ calls become 5-byte NOPs (ftrace off), the return thunk is a
-RET, static branches keep their compiled default (off), alternatives keep
-their original instructions. Functions of other objects (kvm_vcpu_map(),
-kvm_update_cpuid_runtime()) return 0 and are not counted: they are the
-same for every build measured, and their cost is not the series'.
+Runs sev_handle_vmgexit() of kvm-amd as the distro-config build made it
+(arch/x86/kvm/kvm-amd.o: every object of the module, linked and processed
+by objtool, so static-branch sites are NOPs, as boot leaves them while
+their keys are off, and __fentry__ calls are NOPs, as ftrace leaves them)
+in Unicorn (QEMU's x86-64 emulator as a library), from its first
+instruction to the store of SW_EXITINFO1 = 0 into the GHCB that precedes
+the exit-code dispatch, and counts every instruction on the way: calls,
+returns and return thunks included. The object is loaded as the module
+loader would load it (sections placed, relocations applied); alternatives
+keep their original instructions. Each return site is run two ways, as
+boot patches it: as a RET (return thunks off; Zen 5) and through SRSO's
+safe-RET thunk (the default on Zen 3 and Zen 4: jmp to the thunk, call,
+lea, ret). Functions of other modules (kvm_vcpu_map(),
+kvm_update_cpuid_runtime(), memset()) return 0 and are not counted: they
+must be the same for every build measured, which is checked.
 
 The vCPU, VM, VMCB and GHCB are set up in emulated memory from the offsets
-of the very build measured (compiled from its headers with its own
-compiler command), as an SEV-SNP vCPU whose registered GHCB holds the
-VMGEXIT, every field valid: the bench's valid cases.
+of the very build measured (compiled from its headers with the compiler
+command of its sev.o), as an SEV-SNP vCPU whose registered GHCB holds the
+VMGEXIT, every field valid: the bench's valid cases. Memory is restored
+between runs.
 
-Usage: production-path.py LABEL=BUILD_DIR:SRC_DIR[:OBJ,...] ...
+Usage: production-path.py LABEL=BUILD_DIR:SRC_DIR ...
 The first pair is the reference (C), the second the one measured (Rust);
 a third and further pairs are printed as extra columns.
 """
@@ -90,12 +94,17 @@ INFO1, INFO2, RAX = 0x1000, 0x2000, 0
 GHCB_GPA = 0x7654000
 
 CODE_BASE = 0x10000000    # objects, below 2 GiB: R_X86_64_32S must fit
-STUB_BASE = 0x0f000000    # one 16-byte stub per function of another object
+STUB_BASE = 0x0f000000    # one 16-byte stub per function of another module
 EXTERN_DATA = 0x0f100000  # 64 zero bytes per variable of another object
 DATA_BASE = 0x20000000    # vCPU, VM, VMCB, GHCB, per-CPU area
 STACK_TOP = 0x30000000
 RETURN_ADDR = 0x0e000000  # sev_handle_vmgexit() returning ends the run
 MAX_INSNS = 100000
+MODULE = "arch/x86/kvm/kvm-amd.o"
+RUST_CHECKS = "sev_es_vmgexit_check_rust"
+# SRSO's return thunk as boot installs it on Zen 3/4 (srso_alias_return_thunk):
+# call srso_alias_safe_ret; ud2; srso_alias_safe_ret: lea 8(%rsp),%rsp; ret
+SRSO_THUNK = b"\xe8\x02\x00\x00\x00\x0f\x0b\x48\x8d\x64\x24\x08\xc3"
 
 
 def die(msg):
@@ -137,8 +146,9 @@ def offsets(build, src):
 class Image:
     """Relocatable objects loaded into an emulator, as the module loader would."""
 
-    def __init__(self, uc, paths):
+    def __init__(self, uc, paths, srso):
         self.uc = uc
+        self.srso = srso
         self.next = CODE_BASE
         self.code = []          # (start, end) of executable sections
         self.funcs = []         # (start, end, name) of functions
@@ -198,7 +208,7 @@ class Image:
         self.stub_next += 16
         self.stubs[addr] = name
         if name == "__x86_return_thunk":
-            code = b"\xc3"                          # ret
+            code = SRSO_THUNK
         elif name.startswith("__x86_indirect_thunk_"):
             reg = name.rsplit("_", 1)[1]
             regs = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi"]
@@ -222,6 +232,11 @@ class Image:
                 if addr is None:
                     addr = self.globals.get(name)
                 t = rel["r_info_type"]
+                if t == 0:                                  # R_X86_64_NONE
+                    continue
+                if name == "__x86_return_thunk" and not self.srso:
+                    self.patch_return(base + rel["r_offset"], name)
+                    continue
                 if addr is None and t == 4:                 # a call: PLT32
                     addr = self.stub(name)
                 elif addr is None:                          # a variable: zeroes
@@ -243,6 +258,18 @@ class Image:
                 else:
                     die(f"relocation type {t} in {sec.name} ({name}) is not handled")
 
+    def patch_return(self, p, name):
+        """A return site as boot patches it without return thunks."""
+        op = self.uc.mem_read(p - 2, 2)
+        if op[1] == 0xe9:                                   # jmp thunk: ret
+            self.uc.mem_write(p - 1, b"\xc3\xcc\xcc\xcc\xcc")
+        elif op[0] == 0x0f and 0x80 <= op[1] <= 0x8f:       # jcc thunk
+            # j!cc over "ret; int3 x3", as the kernel's apply_returns() does
+            jncc = 0x70 | ((op[1] & 0xf) ^ 1)
+            self.uc.mem_write(p - 2, bytes([jncc, 4, 0xc3, 0xcc, 0xcc, 0xcc]))
+        else:
+            die(f"a reference to {name} that is not a jump at {p:#x}")
+
     def in_code(self, addr):
         return any(lo <= addr < hi for lo, hi in self.code)
 
@@ -256,21 +283,26 @@ class Image:
 class Build:
     """One build's objects, loaded once into an emulator, run per exit code."""
 
-    def __init__(self, build, src, objs):
+    def __init__(self, build, src, srso):
         self.build = build
         self.off = offsets(build, src)
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-        self.img = Image(self.uc, [os.path.join(build, o) for o in objs])
+        self.img = Image(self.uc, [os.path.join(build, MODULE)], srso)
         self.entry = self.img.globals.get("sev_handle_vmgexit")
         if self.entry is None:
-            die(f"{build}: no sev_handle_vmgexit in {objs}")
+            die(f"{build}: no sev_handle_vmgexit in {MODULE}")
+        self.rust = any(name == RUST_CHECKS for _, _, name in self.img.funcs)
         if self.off["svm_size"] > 0x100000 or self.off["kvm_svm_size"] > 0x100000:
             die("struct vcpu_svm or kvm_svm is larger than its emulated area")
         self.uc.mem_map(DATA_BASE, 0x300000)
         self.uc.mem_map(STACK_TOP - 0x10000, 0x10000)
         self.uc.mem_map(RETURN_ADDR, 0x1000)
+        # What the runs may change, restored before each run.
+        self.snapshot = [(lo, bytes(self.uc.mem_read(lo, hi - lo + 1)))
+                         for lo, hi, _ in self.uc.mem_regions()]
         self.state = {}
         self.per_func = {}      # instructions per function, over every run
+        self.externals = set()  # functions of other modules called
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self.on_code)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, self.on_write,
                          begin=DATA_BASE, end=DATA_BASE + 0x300000 - 1)
@@ -280,8 +312,9 @@ class Build:
             self.state["n"] += 1
             f = self.img.func(addr)
             self.per_func[f] = self.per_func.get(f, 0) + 1
-        elif addr in self.img.stubs:
-            name = self.img.stubs[addr]
+            self.state["funcs"].add(f)
+        elif STUB_BASE <= addr < STUB_BASE + 0x100000:
+            name = self.img.stubs[addr & ~0xf]
             if name == "__x86_return_thunk" or name.startswith("__x86_indirect_thunk_"):
                 self.state["n"] += 1
                 self.per_func[name] = self.per_func.get(name, 0) + 1
@@ -304,7 +337,8 @@ class Build:
         uc, off = self.uc, self.off
         svm, kvm_svm = DATA_BASE, DATA_BASE + 0x100000
         vmcb, ghcb = DATA_BASE + 0x200000, DATA_BASE + 0x201000
-        uc.mem_write(DATA_BASE, bytes(0x300000))
+        for lo, data in self.snapshot:
+            uc.mem_write(lo, data)
         w64 = lambda a, v: uc.mem_write(a, (v & (2**64 - 1)).to_bytes(8, "little"))
         w64(svm + off["svm_vmcb"], vmcb)
         w64(svm + off["svm_kvm"], kvm_svm)
@@ -329,7 +363,7 @@ class Build:
         w64(rsp, RETURN_ADDR)
         uc.reg_write(X.UC_X86_REG_RSP, rsp)
         uc.reg_write(X.UC_X86_REG_RDI, svm)
-        self.state = {"n": 0, "end": None, "calls": set(),
+        self.state = {"n": 0, "end": None, "calls": set(), "funcs": set(),
                       "info1": ghcb + off["ghcb_sw_exit_info_1"]}
         try:
             uc.emu_start(self.entry, RETURN_ADDR)
@@ -339,50 +373,64 @@ class Build:
             ret = uc.reg_read(X.UC_X86_REG_RAX)
             end = self.state["end"] or f"returned {ret:#x}"
             die(f"{self.build}: exit {code:#x} did not reach the dispatch ({end})")
-        return self.state["n"], self.state["calls"]
+        if self.rust and RUST_CHECKS not in self.state["funcs"]:
+            die(f"{self.build}: exit {code:#x}: the build has {RUST_CHECKS}() "
+                "but sev_handle_vmgexit() did not run it")
+        self.externals |= self.state["calls"]
+        return self.state["n"]
+
+
+MODES = ((False, "return sites as RET (no return thunk, e.g. Zen 5)"),
+         (True, "return sites through SRSO's safe-RET thunk (Zen 3/4 default)"))
+
+
+def report(builds, srso, what):
+    """The table and the production: line for one way of returning."""
+    runs = [Build(b, s, srso) for _, b, s in builds]
+    codes = sorted(((k[5:], v) for k, v in runs[0].off.items() if k.startswith("code_")),
+                   key=lambda kv: kv[1])
+    labels = [b[0] for b in builds]
+    ref, new = labels[0], labels[1]
+    print(f"production path, sev_handle_vmgexit() to the dispatch, {what}:")
+    print(f"  {'exit code':40} " + " ".join(f"{l:>7}" for l in labels) +
+          f" {new + '-' + ref:>9} {new + '/' + ref:>9}")
+    totals = [0] * len(builds)
+    for name, code in codes:
+        counts = [b.run(code) for b in runs]
+        totals = [t + n for t, n in zip(totals, counts)]
+        print(f"  {name:29} {code:#10x} " + " ".join(f"{n:7}" for n in counts) +
+              f" {counts[1] - counts[0]:+9} {counts[1] / counts[0]:9.3f}")
+    print(f"  {'every exit code (sum)':40} " + " ".join(f"{n:7}" for n in totals) +
+          f" {totals[1] - totals[0]:+9} {totals[1] / totals[0]:9.3f}")
+    for label, b in zip(labels, runs):
+        if b.externals != runs[0].externals:
+            die(f"{label} calls other functions of other modules than {ref}: "
+                f"{sorted(b.externals ^ runs[0].externals)}")
+        funcs = sorted(b.per_func.items(), key=lambda kv: -kv[1])
+        print(f"  {label}, per function: " +
+              ", ".join(f"{f} {n / len(codes):.2f}" for f, n in funcs))
+    print(f"  not counted (functions of other modules, returning 0): "
+          f"{', '.join(sorted(runs[0].externals))}")
+    n = len(codes)
+    for label, total in zip(labels[2:], totals[2:]):
+        print(f"production: {label} {total / n:.2f} per valid VMGEXIT ({what})")
+    print(f"production: {new}/{ref} {totals[1] / totals[0]:.3f} on valid VMGEXITs "
+          f"({ref} {totals[0] / n:.2f}, {new} {totals[1] / n:.2f}, "
+          f"{new}-{ref} {(totals[1] - totals[0]) / n:+.2f} per VMGEXIT; {what})")
 
 
 def main():
     builds = []
     for arg in sys.argv[1:]:
         label, _, rest = arg.partition("=")
-        parts = rest.split(":")
-        if len(parts) < 2:
+        build, sep, src = rest.partition(":")
+        if not sep:
             die(f"bad argument {arg}")
-        objs = parts[2].split(",") if len(parts) > 2 else ["arch/x86/kvm/svm/sev.o"]
-        builds.append((label, os.path.abspath(parts[0]), os.path.abspath(parts[1]), objs))
+        builds.append((label, os.path.abspath(build), os.path.abspath(src)))
     if len(builds) < 2:
         die(__doc__)
-    runs = [Build(b, s, o) for _, b, s, o in builds]
-    codes = sorted(((k[5:], v) for k, v in runs[0].off.items() if k.startswith("code_")),
-                   key=lambda kv: kv[1])
-    labels = [b[0] for b in builds]
-    ref, new = labels[0], labels[1]
-    print("production path, sev_handle_vmgexit() to the dispatch, instructions per valid VMGEXIT:")
-    print(f"  {'exit code':40} " + " ".join(f"{l:>7}" for l in labels) + f" {new+'-'+ref:>9} {new+'/'+ref:>9}")
-    totals = [0] * len(builds)
-    externals = set()
-    for name, code in codes:
-        counts = []
-        for i, b in enumerate(runs):
-            n, calls = b.run(code)
-            counts.append(n)
-            totals[i] += n
-            externals |= calls
-        print(f"  {name:29} {code:#10x} " + " ".join(f"{n:7}" for n in counts) +
-              f" {counts[1] - counts[0]:+9} {counts[1] / counts[0]:9.3f}")
-    print(f"  {'every exit code (sum)':40} " + " ".join(f"{n:7}" for n in totals) +
-          f" {totals[1] - totals[0]:+9} {totals[1] / totals[0]:9.3f}")
-    print(f"  not counted (functions of other objects, returning 0): {', '.join(sorted(externals))}")
-    for label, b in zip(labels, runs):
-        funcs = sorted(b.per_func.items(), key=lambda kv: -kv[1])
-        print(f"  {label}, per function: " +
-              ", ".join(f"{f} {n / len(codes):.2f}" for f, n in funcs))
-    for label, total in zip(labels[2:], totals[2:]):
-        print(f"production: {label} {total / len(codes):.2f} per valid VMGEXIT")
-    print(f"production: {new}/{ref} {totals[1] / totals[0]:.3f} on valid VMGEXITs "
-          f"({ref} {totals[0] / len(codes):.2f}, {new} {totals[1] / len(codes):.2f}, "
-          f"{new}-{ref} {(totals[1] - totals[0]) / len(codes):+.2f} per VMGEXIT)")
+    for srso, what in MODES:
+        report(builds, srso, what)
 
 
 if __name__ == "__main__":
