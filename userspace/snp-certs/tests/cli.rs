@@ -626,3 +626,87 @@ fn the_lock_outlives_a_sigkilled_hold_while_its_command_runs() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(t0.elapsed() >= std::time::Duration::from_secs(2));
 }
+
+#[test]
+fn install_and_inspect_a_path_without_a_directory_part() {
+    // PATH may be a bare file name, relative to the current directory: its
+    // directory is ".", where the temporary is made and the rename happens.
+    let d = tmpdir("barename");
+    let blob = Builder::new()
+        .add_kind(CertKind::Vcek, der(3, 40))
+        .build()
+        .unwrap();
+    std::fs::write(d.join("new.blob"), &blob).unwrap();
+    for round in 0..2 {
+        // First install, then a replacement of the file it made.
+        let o = bin()
+            .current_dir(&d)
+            .args(["install", "--no-verify", "new.blob", "certs"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "round {round}: {}", support::out(&o));
+        assert_eq!(std::fs::read(d.join("certs")).unwrap(), blob);
+    }
+    let names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "left behind: {names:?}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// An updater that may not give the new file the old one's owner (not root):
+/// the install still succeeds (the VMMs read it through its mode), unless a
+/// group was asked for explicitly, which it then cannot set: an error.
+#[test]
+fn an_unprivileged_install_keeps_going_without_the_old_owner_but_not_without_the_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if !nix_is_root() {
+        eprintln!("skipped: needs root to run the CLI as another user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let d = tmpdir("unprivileged");
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The binary may sit in a directory only root can enter (cargo-mutants'
+    // scratch copy is 0700): run a copy.
+    let exe = d.join("snp-certs");
+    std::fs::copy(env!("CARGO_BIN_EXE_snp-certs"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let blob = |fill| {
+        Builder::new()
+            .add_kind(CertKind::Vcek, der(fill, 40))
+            .build()
+            .unwrap()
+    };
+    let new = d.join("new.blob");
+    std::fs::write(&new, blob(2)).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let p = d.join("certs");
+    std::fs::write(&p, blob(1)).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let as_nobody = |extra: &[&str]| {
+        Command::new(&exe)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .arg("install")
+            .args(extra)
+            .args(["--no-verify", s(&new), s(&p)])
+            .output()
+            .unwrap()
+    };
+    // Root's file: nobody cannot chown the new one to root, and need not.
+    let o = as_nobody(&[]);
+    assert!(o.status.success(), "{}", support::out(&o));
+    assert_eq!(std::fs::read(&p).unwrap(), blob(2));
+    let m = std::fs::metadata(&p).unwrap();
+    assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY));
+    assert_eq!(m.permissions().mode() & 0o7777, 0o666, "the old mode kept");
+    // Group 0 asked for, and nobody is not in it: refused, blob unchanged.
+    std::fs::write(&new, blob(3)).unwrap();
+    let o = as_nobody(&["--group", "0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", support::out(&o));
+    assert_eq!(std::fs::read(&p).unwrap(), blob(2));
+    std::fs::remove_dir_all(&d).unwrap();
+}

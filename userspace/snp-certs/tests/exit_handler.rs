@@ -827,3 +827,98 @@ fn update_between_requests_is_served() {
     assert_eq!(k.mem.inner.read(BASE, 6000), Some(nb.as_slice()));
     std::fs::remove_dir_all(d).unwrap();
 }
+
+/// A source whose lock state outlives it, to see what the handler does with
+/// the lock when it is dropped.
+struct SharedFlagSource {
+    blob: Vec<u8>,
+    held: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl CertSource for SharedFlagSource {
+    fn acquire(&mut self) -> Result<&[u8], SourceError> {
+        self.held.set(true);
+        Ok(&self.blob)
+    }
+    fn release(&mut self) {
+        self.held.set(false);
+    }
+}
+
+#[test]
+fn dropping_the_handler_releases_the_lock() {
+    // "If the VMM stops running the vCPU (an error path), it calls release
+    // (dropping the handler does the same), so that the lock is never held
+    // forever."
+    let held = std::rc::Rc::new(std::cell::Cell::new(false));
+    let mut h = ReqCertsHandler::new(SharedFlagSource {
+        blob: chain_blob(3000),
+        held: held.clone(),
+    });
+    let mut run = kvm_run::default();
+    set_fields(
+        &mut run,
+        Fields {
+            exit_reason: EXIT_VMGEXIT,
+            ty: TYPE_REQ_CERTS,
+            gpa: 0x1000,
+            npages: 1,
+            ret: RET_0,
+            flags: 0,
+            status: PENDING,
+        },
+    );
+    let mut mem = FlatMemory::new(0x1000, 0x1000);
+    let step = h.after_run(&mut run, Ok(()), &mut mem).unwrap();
+    assert!(
+        matches!(step, Step::Answered(Answer::Certificates { .. })),
+        "{step:?}"
+    );
+    assert!(held.get(), "the lock is kept until KVM has finished");
+    drop(h);
+    assert!(!held.get(), "dropped with the lock still held");
+}
+
+#[test]
+fn errors_name_what_was_wrong() {
+    // For the VMM's log: the guest range that could not be written, and the
+    // value KVM showed that no correct KVM shows.
+    let e = GuestMemoryError {
+        gpa: 0x7000,
+        len: 0x30,
+    };
+    let t = e.to_string();
+    assert!(t.contains("0x7000") && t.contains("0x30"), "{t}");
+    for (e, v) in [
+        (ExitError::UnknownType(77), "77"),
+        (ExitError::BadStatus(9), "9"),
+        (ExitError::BadRet(123), "123"),
+    ] {
+        assert!(e.to_string().contains(v), "{e:?}: {e}");
+    }
+    // A buffer outside guest memory: the BadBuffer reason names its address.
+    let mut h = ReqCertsHandler::new(SharedFlagSource {
+        blob: chain_blob(3000),
+        held: Default::default(),
+    });
+    let mut run = kvm_run::default();
+    set_fields(
+        &mut run,
+        Fields {
+            exit_reason: EXIT_VMGEXIT,
+            ty: TYPE_REQ_CERTS,
+            gpa: 0x9000,
+            npages: 1,
+            ret: RET_0,
+            flags: 0,
+            status: PENDING,
+        },
+    );
+    let mut mem = FlatMemory::new(0x1000, 0x1000);
+    match h.after_run(&mut run, Ok(()), &mut mem).unwrap() {
+        Step::Answered(Answer::BadBuffer { reason }) => {
+            assert!(reason.contains("0x9000"), "{reason}")
+        }
+        s => panic!("{s:?}"),
+    }
+}

@@ -132,3 +132,33 @@ fn duplicate_detected_far_apart() {
         })
     ));
 }
+
+#[test]
+fn header_length_and_guid_debug_form() {
+    // GHCB: the table is 24-byte entries ended by an all-zero entry, so the
+    // header of a table of n certificates is (n + 1) * 24 bytes.
+    for n in 0..4usize {
+        let mut b = Builder::new();
+        for (i, k) in [
+            table::CertKind::Ark,
+            table::CertKind::Ask,
+            table::CertKind::Vcek,
+        ]
+        .into_iter()
+        .take(n)
+        .enumerate()
+        {
+            b = b.add_kind(k, vec![i as u8 + 1; 7]);
+        }
+        let blob = b.build().unwrap();
+        let t = table::parse(&blob).unwrap();
+        assert_eq!(t.header_len(), (n + 1) * 24);
+        assert_eq!(t.blob(), &blob[..]);
+    }
+    // Debug shows the GUID in its string form (what logs and test failures
+    // print), e.g. the ARK's GUID from the GHCB specification.
+    assert_eq!(
+        format!("{:?}", table::GUID_ARK),
+        "Guid(c0b406a4-a803-4952-9743-3fb6014cd0ae)"
+    );
+}

@@ -278,6 +278,8 @@ enum Sig {
     Pkcs1v15,
     PssSalt32,
     PssSha256,
+    /// PSS with SHA-384 but MGF1-SHA-256.
+    PssMgf256,
 }
 
 struct Ca {
@@ -288,6 +290,20 @@ const EXT: &str = "\
 [ca]
 basicConstraints = critical,CA:TRUE
 keyUsage = critical,keyCertSign,cRLSign
+[ca_false]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,keyCertSign,cRLSign
+[ca_noku]
+basicConstraints = critical,CA:TRUE
+[ca_badbc]
+2.5.29.19 = critical,DER:05:00
+keyUsage = critical,keyCertSign,cRLSign
+[ca_badku]
+basicConstraints = critical,CA:TRUE
+2.5.29.15 = critical,DER:05:00
+[leaf_rawlike]
+1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Milan-B0
+1.3.6.1.4.1.3704.1.4 = DER:04:3e:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a:5a
 [leaf]
 1.3.6.1.4.1.3704.1.1 = ASN1:INTEGER:0
 1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Milan-B0
@@ -350,6 +366,7 @@ impl Ca {
             Sig::Amd => AMD_SIG.to_vec(),
             Sig::PssSalt32 => pss("-sha384", "rsa_pss_saltlen:32", "rsa_mgf1_md:sha384"),
             Sig::PssSha256 => pss("-sha256", "rsa_pss_saltlen:48", "rsa_mgf1_md:sha256"),
+            Sig::PssMgf256 => pss("-sha384", "rsa_pss_saltlen:48", "rsa_mgf1_md:sha256"),
             Sig::Pkcs1v15 => vec!["-sha384"],
         }
     }
@@ -406,6 +423,7 @@ fn ca() -> &'static Ca {
             ("ask_v15", Sig::Pkcs1v15),
             ("ask_salt32", Sig::PssSalt32),
             ("ask_sha256", Sig::PssSha256),
+            ("ask_mgf256", Sig::PssMgf256),
         ] {
             std::fs::copy(c.dir.join("ask.key"), c.dir.join(format!("{name}.key"))).unwrap();
             c.issue(name, ASK_CN, "ark", sig, "ca");
@@ -431,6 +449,10 @@ fn ca() -> &'static Ca {
             ("ask_digsig", "ca_digsig"),
             ("ask_nobc", "ca_nobc"),
             ("ask_crit", "ca_crit"),
+            ("ask_false", "ca_false"),
+            ("ask_noku", "ca_noku"),
+            ("ask_badbc", "ca_badbc"),
+            ("ask_badku", "ca_badku"),
         ] {
             std::fs::copy(c.dir.join("ask.key"), c.dir.join(format!("{name}.key"))).unwrap();
             c.issue(name, ASK_CN, "ark", Sig::Amd, ext);
@@ -454,6 +476,16 @@ fn ca() -> &'static Ca {
         // hwID as the specification writes it: a DER OCTET STRING.
         c.ec_key("vcek_octet", "P-384");
         c.issue("vcek_octet", "/CN=SEV-VCEK", "ask", Sig::Amd, "leaf_octet");
+        // A raw 64-byte hwID whose first bytes (04 3e) read as the header
+        // of a 62-byte DER OCTET STRING.
+        c.ec_key("vcek_rawlike", "P-384");
+        c.issue(
+            "vcek_rawlike",
+            "/CN=SEV-VCEK",
+            "ask",
+            Sig::Amd,
+            "leaf_rawlike",
+        );
         c.rsa_key("vcek_rsa");
         c.issue("vcek_rsa", "/CN=SEV-VCEK", "ask", Sig::Amd, "leaf");
         c.ec_key("vcek_p256", "P-256");
@@ -762,6 +794,184 @@ fn x509_strictness_and_both_hwid_encodings() {
     let hw = |r: &ChainReport| r.certs[2].endorsement.as_ref().unwrap().hwid.clone();
     assert_eq!(hw(&octet).map(|h| h.len()), Some(64));
     assert_eq!(hw(&octet), hw(&raw));
+}
+
+/// The CA check's other refusals (RFC 5280 4.2.1.9 and 4.2.1.3: a CA
+/// certificate says cA in basicConstraints and keyCertSign in keyUsage; an
+/// extension that cannot be decoded proves neither), the MGF1 hash of AMD's
+/// PSS parameters, and a raw hwID that merely starts like an OCTET STRING.
+#[test]
+fn ca_check_mgf1_hash_and_raw_hwid() {
+    let ca_check = "ASK: a CA (basicConstraints cA, keyUsage keyCertSign): ";
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "ASK with basicConstraints cA false",
+            "ask_false",
+            "basicConstraints says not a CA",
+        ),
+        ("ASK without keyUsage", "ask_noku", "no keyUsage extension"),
+        (
+            "ASK with an undecodable basicConstraints",
+            "ask_badbc",
+            "undecodable basicConstraints",
+        ),
+        (
+            "ASK with an undecodable keyUsage",
+            "ask_badku",
+            "undecodable keyUsage",
+        ),
+        (
+            "ASK signed with PSS, SHA-384 but MGF1-SHA-256",
+            "ask_mgf256",
+            "RSASSA-PSS mask generation",
+        ),
+    ];
+    for (what, ask, want) in cases {
+        let r = vt(&chain("ark", ask, (CertKind::Vcek, "vcek")), now());
+        assert!(!r.verified(), "{what}: verified");
+        let f = r.failures();
+        assert_eq!(f.len(), 1, "{what}: {f:#?}");
+        if ask == "ask_mgf256" {
+            let pre = "ASK: signed by the ARK (RSASSA-PSS SHA-384): ";
+            assert!(f[0].starts_with(&format!("{pre}{want}")), "{what}: {f:?}");
+        } else {
+            assert!(
+                f[0].starts_with(&format!("{ca_check}{want}")),
+                "{what}: {f:?}"
+            );
+        }
+    }
+    // KDS puts the hwID's raw bytes in extnValue; these 64 bytes start 04 3e,
+    // the header of a 62-byte OCTET STRING, which is no hwID length (8 or
+    // 64): they are taken as they are.
+    let r = vt(
+        &chain("ark", "ask", (CertKind::Vcek, "vcek_rawlike")),
+        now(),
+    );
+    assert!(r.verified(), "{}", failures(&r));
+    let mut want = vec![0x04, 0x3e];
+    want.extend([0x5a; 62]);
+    assert_eq!(r.certs[2].endorsement.as_ref().unwrap().hwid, Some(want));
+}
+
+/// A CRL in the table (GHCB's CRL entry; KDS serves AMD's ARK-signed CRL):
+/// issued and signed by the ARK, in force from its thisUpdate, and the
+/// ASK/ASVK must not be on it. Made with `openssl ca -gencrl` the way the
+/// refresh tests make AMD-like CRLs.
+#[test]
+fn a_crl_in_the_table_is_checked() {
+    use snp_certs::verify::{check_crl, serial_of};
+    let c = ca();
+    let d = tmpdir("crl");
+    for f in ["ark.pem", "ark.key", "ask.pem", "ask_other.pem"] {
+        std::fs::copy(c.dir.join(f), d.join(f)).unwrap();
+    }
+    std::fs::write(d.join("index.txt"), "").unwrap();
+    std::fs::write(d.join("crlnumber"), "01\n").unwrap();
+    std::fs::write(
+        d.join("crl.cnf"),
+        "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
+         default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
+    )
+    .unwrap();
+    let gencrl = |name: &str| -> Vec<u8> {
+        let mut a = vec!["ca", "-config", "crl.cnf", "-gencrl", "-out"];
+        let pem = format!("{name}.pem");
+        a.push(&pem);
+        a.extend(&AMD_SIG[1..]);
+        support::openssl(&d, &a);
+        let der = format!("{name}.der");
+        support::openssl(&d, &["crl", "-in", &pem, "-outform", "DER", "-out", &der]);
+        std::fs::read(d.join(der)).unwrap()
+    };
+    let date = |name: &str, which: &str| -> Duration {
+        let o = Command::new("openssl")
+            .current_dir(&d)
+            .args(["crl", "-noout", which, "-in", &format!("{name}.pem")])
+            .output()
+            .unwrap();
+        let t = String::from_utf8(o.stdout).unwrap();
+        epoch(t.trim().split_once('=').unwrap().1)
+    };
+    let none = gencrl("crl-none");
+    support::openssl(&d, &["ca", "-config", "crl.cnf", "-revoke", "ask.pem"]);
+    let revoking = gencrl("crl-ask");
+    let (ark, ask) = (c.der("ark"), c.der("ask"));
+    // The ASK was issued with serial 7 (`-set_serial 7`): DER INTEGER 07.
+    assert_eq!(serial_of(&ask), Some(vec![7]));
+    assert_eq!(serial_of(&[0x30, 0x00]), None);
+
+    let this = date("crl-ask", "-lastupdate");
+    let next = date("crl-ask", "-nextupdate");
+    assert_eq!(
+        check_crl(&revoking, &ark, this),
+        Ok((vec![vec![7]], Some(next)))
+    );
+    assert_eq!(
+        check_crl(&none, &ark, now()),
+        Ok((vec![], Some(date("crl-none", "-nextupdate"))))
+    );
+    // In force from thisUpdate on, not a second before.
+    let e = check_crl(&revoking, &ark, this - Duration::from_secs(1)).unwrap_err();
+    assert!(e.starts_with("CRL not valid before"), "{e}");
+    // Issued by the ARK only: checked against the ASK as "ARK" it is refused
+    // for its issuer.
+    let e = check_crl(&revoking, &ask, now()).unwrap_err();
+    assert!(e.starts_with("CRL issuer"), "{e}");
+
+    let with_crl = |crl: &[u8]| {
+        table(&[
+            (CertKind::Ark, ark.clone()),
+            (CertKind::Ask, ask.clone()),
+            (CertKind::Vcek, c.der("vcek")),
+            (CertKind::Crl, crl.to_vec()),
+        ])
+    };
+    let check = "not revoked by the table's CRL (issued and signed by the ARK)";
+    let r = vt(&with_crl(&none), now());
+    assert!(r.verified(), "{}", failures(&r));
+    let ask_checks = &r.certs[1].checks;
+    assert!(
+        ask_checks
+            .iter()
+            .any(|k| k.what == check && k.result.is_ok()),
+        "{ask_checks:#?}"
+    );
+    let r = vt(&with_crl(&revoking), now());
+    assert!(!r.verified());
+    assert_eq!(
+        r.failures(),
+        [format!("ASK: {check}: serial 07 is revoked")],
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// The built-in AMD certificates are AMD's (tests/data/amd holds the same
+/// certificates as KDS serves them), one ARK per product as the anchors.
+#[test]
+fn built_in_amd_certificates_and_anchors() {
+    use snp_certs::verify::{amd_ark, amd_ask};
+    for p in ["milan", "genoa", "turin"] {
+        assert_eq!(amd_ark(p), Some(amd(&format!("{p}-ark.pem"))), "{p}");
+        assert_eq!(amd_ask(p), Some(amd(&format!("{p}-ask.pem"))), "{p}");
+    }
+    assert_eq!(amd_ark("Milan"), Some(amd("milan-ark.pem")));
+    assert_eq!(amd_ark("siena"), None);
+    assert_eq!(amd_ask("siena"), None);
+    let a = TrustAnchors::amd();
+    let got: Vec<_> = a
+        .anchors()
+        .iter()
+        .map(|t| (t.product().map(str::to_string), t.der().to_vec()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("Milan".to_string()), amd("milan-ark.pem")),
+            (Some("Genoa".to_string()), amd("genoa-ark.pem")),
+            (Some("Turin".to_string()), amd("turin-ark.pem")),
+        ]
+    );
 }
 
 // ---------------------------------------------------------------- the CLI

@@ -150,7 +150,38 @@ pub const AMD_SIG: [&str; 7] = [
 
 /// A 4096-bit RSA key `dir/name.key` (AMD's ARK and ASK keys are RSA-4096,
 /// and `verify` requires it).
+///
+/// Generating one takes a second or more. With `SNP_CERTS_TEST_KEY_CACHE`
+/// set to a directory (only `scripts/mutants.sh` sets it: hundreds of runs of
+/// the same tests), a key made once is reused by later runs, under the test
+/// binary's name, `dir`'s tag (its name without the process id) and `name`,
+/// so distinct keys stay distinct within a run. Unset, every run makes fresh
+/// keys.
 pub fn rsa_key(dir: &Path, name: &str) {
+    let cached = std::env::var_os("SNP_CERTS_TEST_KEY_CACHE").map(|c| {
+        let tag = dir.file_name().unwrap().to_str().unwrap();
+        let tag = tag
+            .strip_suffix(&format!("-{}", std::process::id()))
+            .unwrap_or(tag);
+        PathBuf::from(c).join(format!("{tag}-{name}.rsa4096.key"))
+    });
+    if let Some(c) = &cached {
+        if std::fs::copy(c, dir.join(format!("{name}.key"))).is_ok() {
+            return;
+        }
+    }
+    rsa_key_fresh(dir, name);
+    if let Some(c) = &cached {
+        // Written under a unique name, then renamed: a concurrent run sees a
+        // whole key or none.
+        let tmp = c.with_extension(format!("tmp.{}", std::process::id()));
+        std::fs::create_dir_all(c.parent().unwrap()).unwrap();
+        std::fs::copy(dir.join(format!("{name}.key")), &tmp).unwrap();
+        std::fs::rename(&tmp, c).unwrap();
+    }
+}
+
+fn rsa_key_fresh(dir: &Path, name: &str) {
     openssl(
         dir,
         &[
