@@ -64,7 +64,11 @@ if [ "$viable" -gt 0 ]; then
 else
     rate="n/a"
 fi
+prev=$(count previously_caught.txt)
 echo
+if [ "$prev" -gt 0 ]; then
+    echo "(--iterate: the figures below are this run's; $prev mutants caught or unviable before were skipped)"
+fi
 echo "userspace mutants: caught $killed of $viable viable (kill rate $rate%), unviable $unviable, timeouts $timeouts, missed $missed ($(( secs / 60 )) min $(( secs % 60 )) s)"
 if [ "$missed" -gt 0 ]; then
     echo "missed:"
