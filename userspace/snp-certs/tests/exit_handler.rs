@@ -856,18 +856,7 @@ fn dropping_the_handler_releases_the_lock() {
         held: held.clone(),
     });
     let mut run = kvm_run::default();
-    set_fields(
-        &mut run,
-        Fields {
-            exit_reason: EXIT_VMGEXIT,
-            ty: TYPE_REQ_CERTS,
-            gpa: 0x1000,
-            npages: 1,
-            ret: RET_0,
-            flags: 0,
-            status: PENDING,
-        },
-    );
+    set_fields(&mut run, Fields::request(0x1000, 1));
     let mut mem = FlatMemory::new(0x1000, 0x1000);
     let step = h.after_run(&mut run, Ok(()), &mut mem).unwrap();
     assert!(
@@ -902,18 +891,7 @@ fn errors_name_what_was_wrong() {
         held: Default::default(),
     });
     let mut run = kvm_run::default();
-    set_fields(
-        &mut run,
-        Fields {
-            exit_reason: EXIT_VMGEXIT,
-            ty: TYPE_REQ_CERTS,
-            gpa: 0x9000,
-            npages: 1,
-            ret: RET_0,
-            flags: 0,
-            status: PENDING,
-        },
-    );
+    set_fields(&mut run, Fields::request(0x9000, 1));
     let mut mem = FlatMemory::new(0x1000, 0x1000);
     match h.after_run(&mut run, Ok(()), &mut mem).unwrap() {
         Step::Answered(Answer::BadBuffer { reason }) => {

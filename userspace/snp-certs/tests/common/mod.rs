@@ -46,6 +46,22 @@ pub struct Fields {
     pub status: u8,
 }
 
+impl Fields {
+    /// What KVM writes at the exit for a request with a buffer of `npages`
+    /// pages at `gpa` (api.rst: ret 0, flags 0, status PENDING).
+    pub fn request(gpa: u64, npages: u64) -> Fields {
+        Fields {
+            exit_reason: EXIT_VMGEXIT,
+            ty: TYPE_REQ_CERTS,
+            gpa,
+            npages,
+            ret: RET_0,
+            flags: 0,
+            status: PENDING,
+        }
+    }
+}
+
 pub fn fields(run: &kvm_run) -> Fields {
     // SAFETY: the vmgexit member and its req_certs member hold only integers,
     // for which every bit pattern is valid.
@@ -260,18 +276,7 @@ impl FakeKvm {
         if npages != 0 && self.mem.inner.write(gpa, &[0; 24]).is_err() {
             return Err(Errno::EFAULT);
         }
-        set_fields(
-            &mut self.run,
-            Fields {
-                exit_reason: EXIT_VMGEXIT,
-                ty: TYPE_REQ_CERTS,
-                gpa,
-                npages,
-                ret: RET_0,
-                flags: 0,
-                status: PENDING,
-            },
-        );
+        set_fields(&mut self.run, Fields::request(gpa, npages));
         self.state = State::Pending {
             guest_npages: npages,
         };
