@@ -51,14 +51,7 @@ fn ca() -> &'static Ca {
         issue(&dir, "ask", ASK_CN, "ark", "2", ("ca.cnf", "ca"), &AMD_SIG);
         // CRLs signed by the ARK as AMD signs them: one revoking nothing,
         // then one revoking the ASK.
-        std::fs::write(dir.join("index.txt"), "").unwrap();
-        std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
-        std::fs::write(
-            dir.join("crl.cnf"),
-            "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
-             default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
-        )
-        .unwrap();
+        support::crl_authority(&dir);
         let gencrl = |out: &str| {
             let mut a = vec!["ca", "-config", "crl.cnf", "-gencrl", "-out", out];
             a.extend(&AMD_SIG[1..]);

@@ -866,14 +866,7 @@ fn a_crl_in_the_table_is_checked() {
     for f in ["ark.pem", "ark.key", "ask.pem", "ask_other.pem"] {
         std::fs::copy(c.dir.join(f), d.join(f)).unwrap();
     }
-    std::fs::write(d.join("index.txt"), "").unwrap();
-    std::fs::write(d.join("crlnumber"), "01\n").unwrap();
-    std::fs::write(
-        d.join("crl.cnf"),
-        "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
-         default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
-    )
-    .unwrap();
+    support::crl_authority(&d);
     let gencrl = |name: &str| -> Vec<u8> {
         let mut a = vec!["ca", "-config", "crl.cnf", "-gencrl", "-out"];
         let pem = format!("{name}.pem");

@@ -285,6 +285,20 @@ pub fn issue(
     openssl(dir, &a);
 }
 
+/// The `openssl ca` database and config (`crl.cnf`) in `dir` for CRLs that
+/// `ark` (`ark.pem`, `ark.key`) signs with SHA-384, valid for 30 days:
+/// `openssl ca -config crl.cnf -gencrl` then issues them.
+pub fn crl_authority(dir: &Path) {
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+    std::fs::write(
+        dir.join("crl.cnf"),
+        "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
+         default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
+    )
+    .unwrap();
+}
+
 /// Subjects of the test ARK and ASK (AMD's are `CN=ARK-Milan`, `CN=SEV-Milan`).
 pub const ARK_CN: &str = "/CN=ARK-Test/O=snp-certs tests";
 pub const ASK_CN: &str = "/CN=SEV-Test/O=snp-certs tests";
