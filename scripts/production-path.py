@@ -28,6 +28,7 @@ Usage: production-path.py LABEL=BUILD_DIR:SRC_DIR ...
 The first pair is the reference (C), the second the one measured (Rust);
 a third and further pairs are printed as extra columns.
 """
+import bisect
 import os
 import re
 import shlex
@@ -159,6 +160,13 @@ class Image:
         self.fentry_sites = []
         uc.mem_map(STUB_BASE, 0x200000)
         objs = [self.load(p) for p in paths]
+        # The function of an address, by bisection (the first symbol of
+        # those that start at the same address).
+        first = {}
+        for lo, hi, name in self.funcs:
+            first.setdefault(lo, (hi, name))
+        self.func_starts = sorted(first)
+        self.func_spans = [first[lo] for lo in self.func_starts]
         for elf, placed, syms in objs:
             self.relocate(elf, placed, syms)
 
@@ -274,9 +282,9 @@ class Image:
         return any(lo <= addr < hi for lo, hi in self.code)
 
     def func(self, addr):
-        for lo, hi, name in self.funcs:
-            if lo <= addr < hi:
-                return name
+        i = bisect.bisect_right(self.func_starts, addr) - 1
+        if i >= 0 and addr < self.func_spans[i][0]:
+            return self.func_spans[i][1]
         return "?"
 
 
