@@ -125,7 +125,9 @@
 //! Mainline took another exit (kvm-x86 commits fa9893fadbc2 "KVM: Introduce
 //! KVM_EXIT_SNP_REQ_CERTS for SNP certificate-fetching" and 20c3c4108d58 "KVM:
 //! SEV: Add KVM_SEV_SNP_ENABLE_REQ_CERTS command", in 7.0; exit number 43 in
-//! the final header). Its api.rst: `kvm_run.snp_req_certs` is `{gpa, npages,
+//! the final header). Our series carries it too, with mainline's names and
+//! numbers, beside `KVM_EXIT_VMGEXIT` (a VM enables one of the two), and the
+//! bindings of both come from the series' header. Its api.rst: `kvm_run.snp_req_certs` is `{gpa, npages,
 //! ret}` (u64 each); `gpa` and `npages` are the guest's RAX and RBX (KVM has
 //! checked that `gpa` is 4 KiB aligned, nothing else); `ret` is 0 on exit. The
 //! VMM answers in `ret` with an errno: 0 (the buffer holds the table; KVM then
@@ -185,7 +187,6 @@
 use std::fmt;
 
 use crate::kvm;
-use crate::kvm7;
 use crate::store::{BlobServer, StoreError};
 use crate::table::{self, ENTRY_SIZE, PAGE_SIZE};
 
@@ -242,40 +243,31 @@ use nix::libc;
 /// The `KVM_HAS_DEVICE_ATTR` / `KVM_GET_DEVICE_ATTR` argument (on `/dev/kvm`)
 /// that asks a 7.0 kernel whether it has `KVM_EXIT_SNP_REQ_CERTS` (the value
 /// read is 1 if so).
-pub fn req_certs_device_attr() -> kvm7::kvm_device_attr {
-    kvm7::kvm_device_attr {
-        group: kvm7::KVM_X86_GRP_SEV,
-        attr: u64::from(kvm7::KVM_X86_SEV_SNP_REQ_CERTS),
+pub fn req_certs_device_attr() -> kvm::kvm_device_attr {
+    kvm::kvm_device_attr {
+        group: kvm::KVM_X86_GRP_SEV,
+        attr: u64::from(kvm::KVM_X86_SEV_SNP_REQ_CERTS),
         ..Default::default()
     }
 }
 
 /// The `KVM_MEMORY_ENCRYPT_OP` argument (VM ioctl, before any vCPU is
 /// created) that opts an SNP VM in to `KVM_EXIT_SNP_REQ_CERTS` on 7.0.
-pub fn enable_req_certs_cmd(sev_fd: u32) -> kvm7::kvm_sev_cmd {
-    kvm7::kvm_sev_cmd {
-        id: kvm7::sev_cmd_id_KVM_SEV_SNP_ENABLE_REQ_CERTS,
+pub fn enable_req_certs_cmd(sev_fd: u32) -> kvm::kvm_sev_cmd {
+    kvm::kvm_sev_cmd {
+        id: kvm::sev_cmd_id_KVM_SEV_SNP_ENABLE_REQ_CERTS,
         sev_fd,
         ..Default::default()
     }
 }
 
-/// The `snp_req_certs` member of `kvm_run`'s exit union. `kvm_run` comes from
-/// the series' bindings; the union starts at the same offset (32) and is the
-/// same 256 bytes in every kernel, so 7.0's member is read from it.
-fn snp_req_certs(run: &mut kvm::kvm_run) -> &mut kvm7::kvm_exit_snp_req_certs {
-    type Union = kvm::kvm_run__bindgen_ty_1;
-    type Member = kvm7::kvm_exit_snp_req_certs;
-    const _: () = assert!(
-        std::mem::size_of::<Member>() <= std::mem::size_of::<Union>()
-            && std::mem::align_of::<Member>() <= std::mem::align_of::<Union>()
-    );
-    let u: *mut Union = &mut run.__bindgen_anon_1;
-    // SAFETY: the union is at least as large and as aligned as the member
-    // (checked above at compile time), the member consists only of u64s, for
-    // which every bit pattern is valid, and the borrow of `run` is exclusive
-    // for the returned lifetime.
-    unsafe { &mut *u.cast::<Member>() }
+/// The `snp_req_certs` member of `kvm_run`'s exit union (the series' header
+/// has both exits' members).
+fn snp_req_certs(run: &mut kvm::kvm_run) -> &mut kvm::kvm_exit_snp_req_certs {
+    // SAFETY: `snp_req_certs` consists only of u64s, for which every bit
+    // pattern is valid, so the access is sound whatever the bytes of the
+    // union are; the borrow of `run` is exclusive for the returned lifetime.
+    unsafe { &mut run.__bindgen_anon_1.snp_req_certs }
 }
 
 /// The `req_certs` member of `kvm_run.vmgexit`.
@@ -797,13 +789,13 @@ impl<S: CertSource> ReqCertsHandler<S> {
             // KVM acted on the answer and then saw immediate_exit: EINTR with
             // exit_reason left alone. Every other failure may have come
             // before KVM looked at the answer.
-            let acted = errno == Errno::EINTR && run.exit_reason == kvm7::KVM_EXIT_SNP_REQ_CERTS;
+            let acted = errno == Errno::EINTR && run.exit_reason == kvm::KVM_EXIT_SNP_REQ_CERTS;
             if self.pending && !acted {
                 // KVM reads nothing from exit_reason; a signal during the
                 // INIT wait set it to KVM_EXIT_INTR, and the immediate_exit
                 // return after KVM acts leaves it as it is: put it back so
                 // that that return is recognised.
-                run.exit_reason = kvm7::KVM_EXIT_SNP_REQ_CERTS;
+                run.exit_reason = kvm::KVM_EXIT_SNP_REQ_CERTS;
                 return Ok(Step::StillPending { errno });
             }
             let was_pending = std::mem::replace(&mut self.pending, false);
@@ -819,7 +811,7 @@ impl<S: CertSource> ReqCertsHandler<S> {
         self.pending = false;
         self.disarm(run);
         self.release();
-        if run.exit_reason != kvm7::KVM_EXIT_SNP_REQ_CERTS {
+        if run.exit_reason != kvm::KVM_EXIT_SNP_REQ_CERTS {
             return Ok(Step::NotOurs);
         }
         let ret = snp_req_certs(run).ret;
@@ -975,6 +967,12 @@ mod tests {
         assert_eq!(offset_of!(Rc, ret), 16);
         assert_eq!(offset_of!(Rc, flags), 20);
         assert_eq!(offset_of!(Rc, status), 21);
+        assert_eq!(offset_of!(kvm::kvm_run__bindgen_ty_1, snp_req_certs), 0);
+        assert_eq!(size_of::<kvm::kvm_exit_snp_req_certs>(), 24);
+        assert_eq!(offset_of!(kvm::kvm_exit_snp_req_certs, gpa), 0);
+        assert_eq!(offset_of!(kvm::kvm_exit_snp_req_certs, npages), 8);
+        assert_eq!(offset_of!(kvm::kvm_exit_snp_req_certs, ret), 16);
+        assert_eq!(kvm::KVM_EXIT_SNP_REQ_CERTS, 43);
         assert_eq!(kvm::KVM_EXIT_VMGEXIT, 40);
         assert_eq!(kvm::KVM_CAP_EXIT_VMGEXIT, 1024);
         assert_eq!(RET_GENERIC, 1 << 31);

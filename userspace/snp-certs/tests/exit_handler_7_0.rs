@@ -54,14 +54,14 @@ fn run(k: &mut FakeKvm7, p: &Path, inject: Inject, next: Guest) -> Result<(), Er
 
 #[test]
 fn constants_are_mainline_7_0s() {
-    assert_eq!(snp_certs::kvm7::KVM_EXIT_SNP_REQ_CERTS, EXIT_SNP_REQ_CERTS);
-    assert_eq!(snp_certs::kvm7::KVM_EXIT_INTR, EXIT_INTR);
+    assert_eq!(snp_certs::kvm::KVM_EXIT_SNP_REQ_CERTS, EXIT_SNP_REQ_CERTS);
+    assert_eq!(snp_certs::kvm::KVM_EXIT_INTR, EXIT_INTR);
     assert_eq!(
         (SNP_RET_OK, SNP_RET_ENOSPC, SNP_RET_EAGAIN, SNP_RET_EIO),
         (SNP_OK, ENOSPC, EAGAIN, EIO)
     );
     assert_eq!(
-        std::mem::size_of::<snp_certs::kvm7::kvm_exit_snp_req_certs>(),
+        std::mem::size_of::<snp_certs::kvm::kvm_exit_snp_req_certs>(),
         24
     );
     let a = req_certs_device_attr();
