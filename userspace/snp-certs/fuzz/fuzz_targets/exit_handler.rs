@@ -9,13 +9,14 @@
 //! * model: a simulated KVM that follows the contract, with failures injected
 //!   before it acts on the answer (among them a signal while the vCPU waits
 //!   for INIT, which sets `exit_reason` to KVM_EXIT_INTR), at
-//!   `immediate_exit`, and after it acts; every firmware call that gets
+//!   `immediate_exit`, after it acts, and in the firmware call (KVM_RUN fails
+//!   and the guest gets the generic error); every firmware call that gets
 //!   certificates must happen under the lock, the lock must never be held
 //!   when KVM has no pending request, the handler must have a request pending
 //!   exactly when KVM has, and KVM must never refuse an answer.
 //!
 //! * raw 7.0 and model 7.0 (kind 2 and 3): the same for mainline 7.0's
-//!   `KVM_EXIT_SNP_REQ_CERTS` (`Abi::SnpReqCerts`, `common::FakeKvm7`): raw
+//!   `KVM_EXIT_SNP_REQ_CERTS` (`Abi::SnpReqCerts`, `common::FakeKvm`): raw
 //!   returns must never panic, and a new request gets only `ret` 0, ENOSPC
 //!   (with a larger page count) or EAGAIN and no write beyond `npages`
 //!   pages; the model must see every firmware call that gets certificates
@@ -159,7 +160,7 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         // model: [inject][guest page][guest npages][mode] per KVM_RUN
-        let mut kvm = FakeKvm::new(mem);
+        let mut kvm = FakeKvm::new(Abi::Vmgexit, mem);
         let mut r = kvm.request(base, 1);
         let mut pending = false;
         let opts = (policy, notify);
@@ -181,6 +182,7 @@ fuzz_target!(|data: &[u8]| {
                 4 => Inject::InitWaitSignal,
                 5 => Inject::ImmediateExit,
                 6 => Inject::FailAfter(Errno::EINTR),
+                7 => Inject::FirmwareFails(Errno::EIO),
                 _ => Inject::None,
             };
             let next = if page == 0 {
@@ -244,7 +246,7 @@ fn snp_7_0(
         }
     } else {
         // [inject][guest page][guest npages][mode] per KVM_RUN
-        let mut kvm = FakeKvm7::new(mem);
+        let mut kvm = FakeKvm::new(Abi::SnpReqCerts, mem);
         let mut r = kvm.request(base, 1);
         let mut unsure = false;
         for chunk in steps.chunks(4).take(24) {
@@ -268,6 +270,7 @@ fn snp_7_0(
                 1 => Inject::FailBefore(Errno::EINVAL),
                 2 => Inject::InitWaitSignal,
                 3 => Inject::FailAfter(Errno::EIO),
+                4 => Inject::FirmwareFails(Errno::EIO),
                 _ => Inject::None,
             };
             let next = if page == 0 {
@@ -280,7 +283,7 @@ fn snp_7_0(
             };
             let had = kvm.has_pending();
             r = kvm.kvm_run(inject, h.source().held, next);
-            unsure |= had && matches!(inject, Inject::FailAfter(_));
+            unsure |= had && matches!(inject, Inject::FailAfter(_) | Inject::FirmwareFails(_));
         }
         assert!(h.after_run(&mut kvm.run, r, &mut kvm.mem).is_ok());
         for fw in &kvm.firmware_calls {

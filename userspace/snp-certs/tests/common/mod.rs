@@ -1,14 +1,15 @@
 //! Shared by the exit-handler tests, and included by the `exit_handler` fuzz
-//! target: the contract's values written out as literals, a simulated KVM that
-//! follows the contract, a mock certificate source, guest memory that records
-//! the handler's writes, and [`check_after_run`], which checks one call of
-//! `ReqCertsHandler::after_run` against the contract.
+//! target: the contracts' values written out as literals (per ABI: [`Spec`]),
+//! a simulated KVM that follows the contract of either ABI ([`FakeKvm`]), a
+//! mock certificate source, guest memory that records the handler's writes,
+//! and [`check_after_run`], which checks one call of
+//! `ReqCertsHandler::after_run` against the series' contract.
 #![allow(dead_code)]
 
 use snp_certs::kvm::kvm_run;
 use snp_certs::vmgexit::{
-    Answer, CertSource, Errno, ExitError, FaultPolicy, FlatMemory, GuestMemory, GuestMemoryError,
-    SourceError, Step,
+    Abi, Answer, CertSource, Errno, ExitError, FaultPolicy, FlatMemory, GuestMemory,
+    GuestMemoryError, SourceError, Step,
 };
 
 // The contract's numbers, from the series' Documentation/virt/kvm/api.rst and
@@ -189,6 +190,90 @@ impl CertSource for Mock {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Mainline Linux 7.0: KVM_EXIT_SNP_REQ_CERTS. The numbers of 7.0's
+// include/uapi/linux/kvm.h, arch/x86/include/uapi/asm/kvm.h and api.rst, which
+// the series carries unchanged beside KVM_EXIT_VMGEXIT, written out here
+// rather than taken from the crate.
+
+pub const EXIT_SNP_REQ_CERTS: u32 = 43;
+/// `ret` values (positive errnos, x86 Linux numbering).
+pub const SNP_OK: u64 = 0;
+pub const ENOSPC: u64 = 28;
+pub const EAGAIN: u64 = 11;
+pub const EIO: u64 = 5;
+/// What the guest sees in SW_EXITINFO2 bits 63:32 for each (api.rst's table):
+/// ENOSPC 0x0000000100000000, EAGAIN 0x0000000200000000, EIO 0xffffffff00000000.
+pub const GUEST_INVALID_LEN: u32 = 1;
+pub const GUEST_BUSY: u32 = 2;
+pub const GUEST_GENERIC_7_0: u32 = 0xffff_ffff;
+pub const GRP_SEV: u32 = 1;
+pub const ATTR_SNP_REQ_CERTS: u64 = 2;
+pub const SEV_SNP_ENABLE_REQ_CERTS: u32 = 103;
+
+/// `{gpa, npages, ret}` of `kvm_run.snp_req_certs` (at the union, offset 32).
+pub fn snp_fields(run: &kvm_run) -> (u64, u64, u64) {
+    // SAFETY: reading 24 bytes at the start of the 256-byte exit union, which
+    // holds only plain data; read_unaligned needs no alignment.
+    let p = std::ptr::addr_of!(run.__bindgen_anon_1).cast::<[u64; 3]>();
+    let v = unsafe { p.read_unaligned() };
+    (v[0], v[1], v[2])
+}
+
+pub fn set_snp_fields(run: &mut kvm_run, gpa: u64, npages: u64, ret: u64) {
+    let p = std::ptr::addr_of_mut!(run.__bindgen_anon_1).cast::<[u64; 3]>();
+    // SAFETY: as in snp_fields.
+    unsafe { p.write_unaligned([gpa, npages, ret]) };
+}
+
+/// The values a test expects from one ABI, from its contract: the series'
+/// api.rst for `KVM_EXIT_VMGEXIT`, mainline 7.0's api.rst (as the series
+/// carries it, with what the series adds) for `KVM_EXIT_SNP_REQ_CERTS`.
+/// Written out here rather than taken from the crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub abi: Abi,
+    /// `exit_reason` of a request.
+    pub exit: u32,
+    /// `ret` for: the buffer holds the table; too small; busy; generic error.
+    pub ok: u64,
+    pub too_small: u64,
+    pub busy: u64,
+    pub generic: u64,
+    /// What the guest sees in SW_EXITINFO2 bits 63:32 for the generic error.
+    pub guest_generic: u32,
+    /// KVM writes an empty table at `gpa` before the exit (when `npages` is
+    /// not 0).
+    pub kvm_writes_empty_table: bool,
+}
+
+/// The series' `KVM_EXIT_VMGEXIT` / `KVM_USER_VMGEXIT_REQ_CERTS`.
+pub const SERIES: Spec = Spec {
+    abi: Abi::Vmgexit,
+    exit: EXIT_VMGEXIT,
+    ok: RET_0 as u64,
+    too_small: INVALID_LEN as u64,
+    busy: BUSY as u64,
+    generic: GENERIC as u64,
+    guest_generic: GENERIC,
+    kvm_writes_empty_table: true,
+};
+
+/// Mainline 7.0's `KVM_EXIT_SNP_REQ_CERTS`, as the series has it.
+pub const MAINLINE_7_0: Spec = Spec {
+    abi: Abi::SnpReqCerts,
+    exit: EXIT_SNP_REQ_CERTS,
+    ok: SNP_OK,
+    too_small: ENOSPC,
+    busy: EAGAIN,
+    generic: EIO,
+    guest_generic: GUEST_GENERIC_7_0,
+    kvm_writes_empty_table: false,
+};
+
+/// Both ABIs, for tests that run against each.
+pub const ABIS: [Spec; 2] = [SERIES, MAINLINE_7_0];
+
 /// A failure injected into the next `KVM_RUN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inject {
@@ -198,15 +283,25 @@ pub enum Inject {
     FailBefore(Errno),
     /// Userspace set the vCPU's MP state, so `KVM_RUN` waits for INIT, and a
     /// signal ends the wait: `KVM_RUN` fails with `EINTR` before KVM acted on
-    /// the answer and sets `exit_reason` to `KVM_EXIT_INTR`; `vmgexit`
-    /// (`status` PENDING, the answer) stays as it was.
+    /// the answer and sets `exit_reason` to `KVM_EXIT_INTR`; the rest of
+    /// `kvm_run` (the request and its answer) stays as it was.
     InitWaitSignal,
-    /// `immediate_exit` is set: KVM acts on an answered request first (it
-    /// does not postpone it), then fails with `EINTR` instead of entering the
-    /// guest; with NOTIFY_DONE in the answer it makes the DONE exit instead.
+    /// `immediate_exit` is set for this `KVM_RUN` (besides the one in
+    /// `kvm_run`, which is read too): KVM acts on an answered request first
+    /// (it does not postpone it), then fails with `EINTR` instead of entering
+    /// the guest, leaving `exit_reason` alone; on the series, with
+    /// NOTIFY_DONE in the answer, it makes the DONE exit instead.
     ImmediateExit,
-    /// Fails after acting on the answer: `status` is DONE already.
+    /// Fails after acting on the answer (the firmware call made, or the
+    /// guest given the VMM's error), e.g. in the guest run that follows; on
+    /// the series `status` is DONE already. `EINTR` stands for a signal
+    /// there, which sets `exit_reason` to `KVM_EXIT_INTR`.
     FailAfter(Errno),
+    /// For an answer of `ret` 0: KVM cannot send the request to the firmware
+    /// and `KVM_RUN` fails with this error, after giving the guest the
+    /// generic error's answer (both api.rst texts; on the series `status`
+    /// reads DONE). For any other state, the same as `None`.
+    FirmwareFails(Errno),
 }
 
 /// What the guest does once it runs.
@@ -218,7 +313,7 @@ pub enum Guest {
     Request { gpa: u64, npages: u64 },
 }
 
-/// KVM sent a request to the firmware (answer `ret` 0).
+/// KVM sent (or tried to send) a request to the firmware (answer `ret` 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FirmwareCall {
     /// The certificate lock was held at that moment.
@@ -237,12 +332,32 @@ pub struct GuestResult {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Idle,
-    Pending { guest_npages: u64 },
+    Pending {
+        guest_npages: u64,
+    },
+    /// The series' DONE exit (NOTIFY_DONE).
     DoneExit,
 }
 
-/// KVM as the contract describes it, for one vCPU.
+/// KVM as the contract of `abi` describes it, for one vCPU.
+///
+/// The series ([`Abi::Vmgexit`], its api.rst): KVM writes the empty table
+/// before the exit, acts on the answer at the start of the next `KVM_RUN`
+/// (refusing one outside the closed set with `EINVAL`, the request kept),
+/// writes `status` DONE, and makes the DONE exit for NOTIFY_DONE.
+///
+/// Mainline 7.0 ([`Abi::SnpReqCerts`], its api.rst with what the series adds,
+/// and `kvm_arch_vcpu_ioctl_run()`'s order): KVM writes nothing at `gpa`
+/// before the exit; on the next `KVM_RUN` it first fails on an INIT wait
+/// (signal: `EINTR`, `exit_reason` = `KVM_EXIT_INTR`) or invalid registers
+/// (`EINVAL`) without looking at the answer; otherwise it runs the completion:
+/// `ret` 0 is the firmware call, ENOSPC gives the guest `npages` in RBX,
+/// EAGAIN and EIO their answers, and any other value fails with `EINVAL`
+/// and changes nothing (the request stays pending and `ret` is read again);
+/// then it returns `EINTR` if `immediate_exit` is set (leaving `exit_reason`
+/// alone), else runs the guest.
 pub struct FakeKvm {
+    pub abi: Abi,
     pub run: kvm_run,
     pub mem: RecordingMemory,
     state: State,
@@ -253,8 +368,9 @@ pub struct FakeKvm {
 }
 
 impl FakeKvm {
-    pub fn new(mem: RecordingMemory) -> FakeKvm {
+    pub fn new(abi: Abi, mem: RecordingMemory) -> FakeKvm {
         FakeKvm {
+            abi,
             run: kvm_run::default(),
             mem,
             state: State::Idle,
@@ -269,18 +385,76 @@ impl FakeKvm {
         matches!(self.state, State::Pending { .. })
     }
 
+    /// `(gpa, npages, ret)` of the request as `kvm_run` shows it in this
+    /// ABI's member (`data_gpa`, `data_npages`, `ret` on the series).
+    pub fn answer(&self) -> (u64, u64, u64) {
+        match self.abi {
+            Abi::Vmgexit => {
+                let f = fields(&self.run);
+                (f.gpa, f.npages, u64::from(f.ret))
+            }
+            Abi::SnpReqCerts => snp_fields(&self.run),
+        }
+    }
+
+    /// Writes `(gpa, npages, ret)` into this ABI's member, as a VMM other
+    /// than the handler might (on the series `ret` is truncated to its u32
+    /// field; `flags` and `status` are left as they are).
+    pub fn set_answer(&mut self, gpa: u64, npages: u64, ret: u64) {
+        match self.abi {
+            Abi::Vmgexit => {
+                let mut f = fields(&self.run);
+                (f.gpa, f.npages, f.ret) = (gpa, npages, ret as u32);
+                set_fields(&mut self.run, f);
+            }
+            Abi::SnpReqCerts => set_snp_fields(&mut self.run, gpa, npages, ret),
+        }
+    }
+
+    /// Whether the answer asks KVM to come back once it acted: NOTIFY_DONE
+    /// in `flags` on the series, `immediate_exit` on 7.0.
+    pub fn notify_requested(&self) -> bool {
+        match self.abi {
+            Abi::Vmgexit => fields(&self.run).flags == NOTIFY_DONE,
+            Abi::SnpReqCerts => self.run.immediate_exit != 0,
+        }
+    }
+
     /// The guest sends a request: the return of `KVM_RUN` that exits for it
-    /// (or fails with `EFAULT` if KVM cannot write its empty table).
+    /// (on the series it fails with `EFAULT` if KVM cannot write its empty
+    /// table). KVM exits only for a page-aligned RAX.
     pub fn request(&mut self, gpa: u64, npages: u64) -> Result<(), Errno> {
         assert_eq!(gpa % PAGE, 0, "KVM exits only for a page-aligned RAX");
-        if npages != 0 && self.mem.inner.write(gpa, &[0; 24]).is_err() {
-            return Err(Errno::EFAULT);
+        match self.abi {
+            Abi::Vmgexit => {
+                if npages != 0 && self.mem.inner.write(gpa, &[0; 24]).is_err() {
+                    return Err(Errno::EFAULT);
+                }
+                set_fields(&mut self.run, Fields::request(gpa, npages));
+            }
+            Abi::SnpReqCerts => {
+                self.run.exit_reason = EXIT_SNP_REQ_CERTS;
+                set_snp_fields(&mut self.run, gpa, npages, 0);
+            }
         }
-        set_fields(&mut self.run, Fields::request(gpa, npages));
         self.state = State::Pending {
             guest_npages: npages,
         };
         Ok(())
+    }
+
+    /// The exit for a request as a buggy or hostile KVM might make it: any
+    /// `gpa` and `npages`, no checks, nothing written to guest memory, and
+    /// nothing pending in the model (`ret` 0; on the series `flags` 0 and
+    /// `status` PENDING).
+    pub fn exit_with(&mut self, gpa: u64, npages: u64) {
+        match self.abi {
+            Abi::Vmgexit => set_fields(&mut self.run, Fields::request(gpa, npages)),
+            Abi::SnpReqCerts => {
+                self.run.exit_reason = EXIT_SNP_REQ_CERTS;
+                set_snp_fields(&mut self.run, gpa, npages, 0);
+            }
+        }
     }
 
     /// The next `KVM_RUN`. `lock_held` is whether the VMM holds the
@@ -291,86 +465,44 @@ impl FakeKvm {
             self.run.exit_reason = EXIT_INTR;
             return Err(Errno::EINTR);
         }
-        match self.state {
-            State::Pending { guest_npages } => {
-                if let Inject::FailBefore(e) = inject {
-                    return Err(e);
+        if let Inject::FailBefore(e) = inject {
+            return Err(e);
+        }
+        let immediate_exit = inject == Inject::ImmediateExit || self.run.immediate_exit != 0;
+        if let State::Pending { guest_npages } = self.state {
+            let notify = match self.abi {
+                Abi::Vmgexit => self.complete_series(guest_npages, lock_held, inject)?,
+                Abi::SnpReqCerts => {
+                    self.complete_7_0(guest_npages, lock_held, inject)?;
+                    false
                 }
-                let f = fields(&self.run);
-                let valid = matches!(f.ret, RET_0 | INVALID_LEN | BUSY | GENERIC)
-                    && (f.flags == 0 || f.flags == NOTIFY_DONE)
-                    && (f.ret != INVALID_LEN || f.npages > guest_npages);
-                if !valid {
-                    self.refused += 1;
-                    return Err(Errno::EINVAL);
-                }
-                let result = match f.ret {
-                    RET_0 => {
-                        let certs = guest_npages != 0
-                            && self
-                                .mem
-                                .inner
-                                .read(f.gpa, 24)
-                                .is_some_and(|t| t.iter().any(|&b| b != 0));
-                        self.firmware_calls.push(FirmwareCall { lock_held, certs });
-                        GuestResult {
-                            vmm_error: 0,
-                            rbx: guest_npages,
-                        }
-                    }
-                    INVALID_LEN => GuestResult {
-                        vmm_error: INVALID_LEN,
-                        rbx: f.npages,
-                    },
-                    r => GuestResult {
-                        vmm_error: r,
-                        rbx: guest_npages,
-                    },
-                };
-                self.guest_results.push(result);
+            };
+            if let Inject::FailAfter(e) = inject {
+                return Err(self.fail_after(e));
+            }
+            if notify {
+                // The DONE exit: KVM_EXIT_VMGEXIT, the same type, status
+                // DONE, flags 0 (the exit reason also after an
+                // InitWaitSignal replaced it).
+                self.run.exit_reason = EXIT_VMGEXIT;
                 self.run
                     .__bindgen_anon_1
                     .vmgexit
                     .__bindgen_anon_1
                     .req_certs
-                    .status = DONE;
-                self.state = State::Idle;
-                if let Inject::FailAfter(e) = inject {
-                    return Err(e);
-                }
-                if f.flags & NOTIFY_DONE != 0 {
-                    // The DONE exit: KVM_EXIT_VMGEXIT, the same type, status
-                    // DONE, flags 0 (the exit reason also after an
-                    // InitWaitSignal replaced it).
-                    self.run.exit_reason = EXIT_VMGEXIT;
-                    self.run
-                        .__bindgen_anon_1
-                        .vmgexit
-                        .__bindgen_anon_1
-                        .req_certs
-                        .flags = 0;
-                    self.state = State::DoneExit;
-                    return Ok(());
-                }
-                if inject == Inject::ImmediateExit {
-                    return Err(Errno::EINTR);
-                }
-                self.guest(next)
+                    .flags = 0;
+                self.state = State::DoneExit;
+                return Ok(());
             }
-            State::DoneExit | State::Idle => {
-                if let Inject::FailBefore(e) | Inject::FailAfter(e) = inject {
-                    return Err(e);
-                }
-                self.state = State::Idle;
-                if inject == Inject::ImmediateExit {
-                    return Err(Errno::EINTR);
-                }
-                self.guest(next)
+        } else {
+            self.state = State::Idle;
+            if let Inject::FailAfter(e) = inject {
+                return Err(self.fail_after(e));
             }
         }
-    }
-
-    fn guest(&mut self, next: Guest) -> Result<(), Errno> {
+        if immediate_exit {
+            return Err(Errno::EINTR);
+        }
         match next {
             Guest::Halt => {
                 self.run.exit_reason = EXIT_HLT;
@@ -378,6 +510,124 @@ impl FakeKvm {
             }
             Guest::Request { gpa, npages } => self.request(gpa, npages),
         }
+    }
+
+    /// A failure after KVM acted: a signal sets `KVM_EXIT_INTR`.
+    fn fail_after(&mut self, e: Errno) -> Errno {
+        if e == Errno::EINTR {
+            self.run.exit_reason = EXIT_INTR;
+        }
+        e
+    }
+
+    /// The firmware call for an answer of `ret` 0: recorded, or, with
+    /// `FirmwareFails`, the generic error's answer to the guest and `KVM_RUN`
+    /// failing (after the request is finished).
+    fn firmware(
+        &mut self,
+        gpa: u64,
+        guest_npages: u64,
+        lock_held: bool,
+        inject: Inject,
+        generic: u32,
+    ) -> Result<GuestResult, Errno> {
+        let certs = guest_npages != 0
+            && self
+                .mem
+                .inner
+                .read(gpa, 24)
+                .is_some_and(|t| t.iter().any(|&b| b != 0));
+        self.firmware_calls.push(FirmwareCall { lock_held, certs });
+        if let Inject::FirmwareFails(e) = inject {
+            self.guest_results.push(GuestResult {
+                vmm_error: generic,
+                rbx: guest_npages,
+            });
+            self.state = State::Idle;
+            if self.abi == Abi::Vmgexit {
+                self.set_status(DONE);
+            }
+            return Err(e);
+        }
+        Ok(GuestResult {
+            vmm_error: 0,
+            rbx: guest_npages,
+        })
+    }
+
+    fn set_status(&mut self, status: u8) {
+        self.run
+            .__bindgen_anon_1
+            .vmgexit
+            .__bindgen_anon_1
+            .req_certs
+            .status = status;
+    }
+
+    /// The series' completion; `Ok(notify)`: NOTIFY_DONE was asked for.
+    fn complete_series(
+        &mut self,
+        guest_npages: u64,
+        lock_held: bool,
+        inject: Inject,
+    ) -> Result<bool, Errno> {
+        let f = fields(&self.run);
+        let valid = matches!(f.ret, RET_0 | INVALID_LEN | BUSY | GENERIC)
+            && (f.flags == 0 || f.flags == NOTIFY_DONE)
+            && (f.ret != INVALID_LEN || f.npages > guest_npages);
+        if !valid {
+            self.refused += 1;
+            return Err(Errno::EINVAL);
+        }
+        let result = match f.ret {
+            RET_0 => self.firmware(f.gpa, guest_npages, lock_held, inject, GENERIC)?,
+            INVALID_LEN => GuestResult {
+                vmm_error: INVALID_LEN,
+                rbx: f.npages,
+            },
+            r => GuestResult {
+                vmm_error: r,
+                rbx: guest_npages,
+            },
+        };
+        self.guest_results.push(result);
+        self.set_status(DONE);
+        self.state = State::Idle;
+        Ok(f.flags & NOTIFY_DONE != 0)
+    }
+
+    /// 7.0's completion.
+    fn complete_7_0(
+        &mut self,
+        guest_npages: u64,
+        lock_held: bool,
+        inject: Inject,
+    ) -> Result<(), Errno> {
+        let (gpa, npages, ret) = snp_fields(&self.run);
+        let result = match ret {
+            SNP_OK => self.firmware(gpa, guest_npages, lock_held, inject, GUEST_GENERIC_7_0)?,
+            ENOSPC => GuestResult {
+                vmm_error: GUEST_INVALID_LEN,
+                rbx: npages,
+            },
+            EAGAIN => GuestResult {
+                vmm_error: GUEST_BUSY,
+                rbx: guest_npages,
+            },
+            EIO => GuestResult {
+                vmm_error: GUEST_GENERIC_7_0,
+                rbx: guest_npages,
+            },
+            _ => {
+                // This kernel: -EINVAL, nothing changed, the request stays
+                // pending and the next KVM_RUN reads 'ret' again.
+                self.refused += 1;
+                return Err(Errno::EINVAL);
+            }
+        };
+        self.guest_results.push(result);
+        self.state = State::Idle;
+        Ok(())
     }
 }
 
@@ -636,148 +886,4 @@ pub fn check_after_run(c: &Call<'_>) -> Result<bool, String> {
         _ => ensure!(c.writes.is_empty(), "writes {:?} for {:?}", c.writes, ans),
     }
     Ok(pending_after)
-}
-
-// ---------------------------------------------------------------------------
-// Mainline Linux 7.0: KVM_EXIT_SNP_REQ_CERTS. The numbers from 7.0's
-// include/uapi/linux/kvm.h, arch/x86/include/uapi/asm/kvm.h and api.rst,
-// written out here rather than taken from the crate.
-
-pub const EXIT_SNP_REQ_CERTS: u32 = 43;
-/// `ret` values (positive errnos, x86 Linux numbering).
-pub const SNP_OK: u64 = 0;
-pub const ENOSPC: u64 = 28;
-pub const EAGAIN: u64 = 11;
-pub const EIO: u64 = 5;
-/// What the guest sees in SW_EXITINFO2 bits 63:32 for each (api.rst's table):
-/// ENOSPC 0x0000000100000000, EAGAIN 0x0000000200000000, EIO 0xffffffff00000000.
-pub const GUEST_INVALID_LEN: u32 = 1;
-pub const GUEST_BUSY: u32 = 2;
-pub const GUEST_GENERIC_7_0: u32 = 0xffff_ffff;
-pub const GRP_SEV: u32 = 1;
-pub const ATTR_SNP_REQ_CERTS: u64 = 2;
-pub const SEV_SNP_ENABLE_REQ_CERTS: u32 = 103;
-
-/// `{gpa, npages, ret}` of `kvm_run.snp_req_certs` (at the union, offset 32).
-pub fn snp_fields(run: &kvm_run) -> (u64, u64, u64) {
-    // SAFETY: reading 24 bytes at the start of the 256-byte exit union, which
-    // holds only plain data; read_unaligned needs no alignment.
-    let p = std::ptr::addr_of!(run.__bindgen_anon_1).cast::<[u64; 3]>();
-    let v = unsafe { p.read_unaligned() };
-    (v[0], v[1], v[2])
-}
-
-fn set_snp_fields(run: &mut kvm_run, gpa: u64, npages: u64, ret: u64) {
-    let p = std::ptr::addr_of_mut!(run.__bindgen_anon_1).cast::<[u64; 3]>();
-    // SAFETY: as in snp_fields.
-    unsafe { p.write_unaligned([gpa, npages, ret]) };
-}
-
-/// KVM 7.0 as its api.rst and `kvm_arch_vcpu_ioctl_run()` describe it, for
-/// one vCPU: on the next `KVM_RUN` after the exit, KVM first fails on an INIT
-/// wait (signal: `EINTR`, `exit_reason` = `KVM_EXIT_INTR`) or invalid
-/// registers (`EINVAL`), without looking at the answer; otherwise it takes the
-/// pending completion (once), acts on `ret` (0: the firmware call; ENOSPC:
-/// RBX = `npages`; EAGAIN; EIO; anything else: `EINVAL`, the request dropped),
-/// then returns `EINTR` if `immediate_exit` is set (leaving `exit_reason`
-/// alone), else runs the guest. KVM writes nothing at `gpa` before the exit.
-pub struct FakeKvm7 {
-    pub run: kvm_run,
-    pub mem: RecordingMemory,
-    /// A request whose completion KVM has not run: the guest's `npages`.
-    pending: Option<u64>,
-    pub firmware_calls: Vec<FirmwareCall>,
-    pub guest_results: Vec<GuestResult>,
-    /// Answers refused with `-EINVAL` (the request is then gone).
-    pub refused: u32,
-}
-
-impl FakeKvm7 {
-    pub fn new(mem: RecordingMemory) -> FakeKvm7 {
-        FakeKvm7 {
-            run: kvm_run::default(),
-            mem,
-            pending: None,
-            firmware_calls: Vec::new(),
-            guest_results: Vec::new(),
-            refused: 0,
-        }
-    }
-
-    pub fn has_pending(&self) -> bool {
-        self.pending.is_some()
-    }
-
-    /// The guest sends a request: the exit. (KVM exits only for an aligned RAX.)
-    pub fn request(&mut self, gpa: u64, npages: u64) -> Result<(), Errno> {
-        assert_eq!(gpa % PAGE, 0, "KVM exits only for a page-aligned RAX");
-        self.run.exit_reason = EXIT_SNP_REQ_CERTS;
-        set_snp_fields(&mut self.run, gpa, npages, 0);
-        self.pending = Some(npages);
-        Ok(())
-    }
-
-    /// The next `KVM_RUN` (`lock_held`: whether the VMM holds the lock).
-    /// `Inject::ImmediateExit` is not used here: `immediate_exit` is read
-    /// from `run`, where the handler (or a test) sets it.
-    pub fn kvm_run(&mut self, inject: Inject, lock_held: bool, next: Guest) -> Result<(), Errno> {
-        match inject {
-            Inject::InitWaitSignal => {
-                self.run.exit_reason = EXIT_INTR;
-                return Err(Errno::EINTR);
-            }
-            Inject::FailBefore(e) => return Err(e),
-            _ => {}
-        }
-        if let Some(guest_npages) = self.pending.take() {
-            let (gpa, npages, ret) = snp_fields(&self.run);
-            let result = match ret {
-                SNP_OK => {
-                    let certs = guest_npages != 0
-                        && self
-                            .mem
-                            .inner
-                            .read(gpa, 24)
-                            .is_some_and(|t| t.iter().any(|&b| b != 0));
-                    self.firmware_calls.push(FirmwareCall { lock_held, certs });
-                    GuestResult {
-                        vmm_error: 0,
-                        rbx: guest_npages,
-                    }
-                }
-                ENOSPC => GuestResult {
-                    vmm_error: GUEST_INVALID_LEN,
-                    rbx: npages,
-                },
-                EAGAIN => GuestResult {
-                    vmm_error: GUEST_BUSY,
-                    rbx: guest_npages,
-                },
-                EIO => GuestResult {
-                    vmm_error: GUEST_GENERIC_7_0,
-                    rbx: guest_npages,
-                },
-                _ => {
-                    self.refused += 1;
-                    return Err(Errno::EINVAL);
-                }
-            };
-            self.guest_results.push(result);
-            if let Inject::FailAfter(e) = inject {
-                return Err(e);
-            }
-        } else if let Inject::FailAfter(e) = inject {
-            return Err(e);
-        }
-        if self.run.immediate_exit != 0 {
-            return Err(Errno::EINTR);
-        }
-        match next {
-            Guest::Halt => {
-                self.run.exit_reason = EXIT_HLT;
-                Ok(())
-            }
-            Guest::Request { gpa, npages } => self.request(gpa, npages),
-        }
-    }
 }
