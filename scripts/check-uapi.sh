@@ -4,6 +4,8 @@
 # The uapi checks, on two "make headers_install" trees:
 #  1. tests/uapi/vmgexit_layout.c, built as strict userspace C against the
 #     series' headers, pins the kvm_user_vmgexit layout and uses every macro;
+#     tests/uapi/req_certs_compat.c runs code built with mainline 7.0's
+#     definitions of KVM_EXIT_SNP_REQ_CERTS on the series' kvm_run;
 #  2. ABI: every struct in <linux/kvm.h> keeps its size, and every member of
 #     struct kvm_run keeps its offset and size (pahole on DWARF). This stands
 #     in for scripts/check-uapi.sh, which needs libabigail >= 2.4 (Debian 12
@@ -18,6 +20,14 @@ trap 'rm -rf "$tmp"' EXIT
 gcc -std=c11 -Wall -Wextra -Werror -pedantic -isystem "$series/include" \
 	-o "$tmp/layout" "$TOP/tests/uapi/vmgexit_layout.c"
 "$tmp/layout"
+
+# Mainline 7.0's KVM_EXIT_SNP_REQ_CERTS: a VMM's code built with mainline's
+# definitions (and none of the series' headers) against the series' kvm_run.
+gcc -std=c11 -Wall -Wextra -Werror -pedantic -c -o "$tmp/mainline.o" \
+	"$TOP/tests/uapi/req_certs_mainline.c"
+gcc -std=c11 -Wall -Wextra -Werror -pedantic -isystem "$series/include" \
+	-o "$tmp/req_certs" "$TOP/tests/uapi/req_certs_compat.c" "$tmp/mainline.o"
+"$tmp/req_certs"
 
 echo '#include <linux/kvm.h>' > "$tmp/kvm.c"
 for side in base series; do
