@@ -687,14 +687,25 @@ fn an_unprivileged_install_keeps_going_without_the_old_owner_but_not_without_the
     std::fs::write(&p, blob(1)).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
     let as_nobody = |extra: &[&str]| {
-        Command::new(&exe)
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .arg("install")
-            .args(extra)
-            .args(["--no-verify", s(&new), s(&p)])
-            .output()
-            .unwrap()
+        // ETXTBSY: a child that another test thread forks while the copy's
+        // write descriptor is open keeps it open until it execs; wait for it.
+        let mut tries = 0;
+        loop {
+            let r = Command::new(&exe)
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .arg("install")
+                .args(extra)
+                .args(["--no-verify", s(&new), s(&p)])
+                .output();
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r.unwrap(),
+            }
+        }
     };
     // Root's file: nobody cannot chown the new one to root, and need not.
     let o = as_nobody(&[]);
