@@ -448,7 +448,7 @@ python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("kernel: %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/series.json"
 python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("debug kernel (KASAN, UBSAN, lockdep, KFENCE): %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % r)' "$BUILD/logs/debug.json"
-grep -hoE 'sev_rs: (validation|whole path|reply table|hostile VMM|mainline exit|mainline reply table): .*' "$BUILD/logs/series/console.log"
+grep -hoE 'sev_rs: (validation|whole path|reply table|hostile VMM|snp_req_certs path|snp_req_certs reply table|snp_req_certs hostile VMM): .*' "$BUILD/logs/series/console.log"
 grep -ho 'sev_rs: bench: .*' "$BUILD/logs/bench/console.log"
 grep '^production:' "$BUILD/logs/production"
 sed -nE 's/^ *ok [0-9]+ (.*) # SKIP (.*)/skipped selftest \1: \2/p' "$BUILD/logs/series/selftests.ktap"
