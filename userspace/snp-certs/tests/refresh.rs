@@ -51,7 +51,7 @@ fn ca() -> &'static Ca {
         issue(&dir, "ask", ASK_CN, "ark", "2", ("ca.cnf", "ca"), &AMD_SIG);
         // CRLs signed by the ARK as AMD signs them: one revoking nothing,
         // then one revoking the ASK.
-        support::crl_authority(&dir);
+        support::crl_authority(&dir, "");
         let gencrl = |out: &str| {
             let mut a = vec!["ca", "-config", "crl.cnf", "-gencrl", "-out", out];
             a.extend(&AMD_SIG[1..]);
@@ -64,23 +64,39 @@ fn ca() -> &'static Ca {
         // (issued by the ASK) carry, revoked in a CRL of its own: the ARK's
         // CRL covers what the ARK signs, so it says nothing about a VCEK.
         ec_key(&dir, "twin", "P-384");
-        issue(&dir, "twin", "/CN=ARK-issued twin", "ark", "0", ("ca.cnf", "ca"), &AMD_SIG);
-        std::fs::write(dir.join("index2.txt"), "").unwrap();
-        std::fs::write(dir.join("crlnumber2"), "01\n").unwrap();
-        std::fs::write(
-            dir.join("crl2.cnf"),
-            "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index2.txt\ncrlnumber = crlnumber2\n\
-             default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
-        )
-        .unwrap();
+        issue(
+            &dir,
+            "twin",
+            "/CN=ARK-issued twin",
+            "ark",
+            "0",
+            ("ca.cnf", "ca"),
+            &AMD_SIG,
+        );
+        support::crl_authority(&dir, "2");
         openssl(&dir, &["ca", "-config", "crl2.cnf", "-revoke", "twin.pem"]);
-        let mut a = vec!["ca", "-config", "crl2.cnf", "-gencrl", "-out", "crl-serial0.pem"];
+        let mut a = vec![
+            "ca",
+            "-config",
+            "crl2.cnf",
+            "-gencrl",
+            "-out",
+            "crl-serial0.pem",
+        ];
         a.extend(&AMD_SIG[1..]);
         openssl(&dir, &a);
         for c in ["crl-none", "crl-ask", "crl-serial0"] {
             openssl(
                 &dir,
-                &["crl", "-in", &format!("{c}.pem"), "-outform", "DER", "-out", &format!("{c}.der")],
+                &[
+                    "crl",
+                    "-in",
+                    &format!("{c}.pem"),
+                    "-outform",
+                    "DER",
+                    "-out",
+                    &format!("{c}.der"),
+                ],
             );
         }
         Ca {

@@ -866,7 +866,7 @@ fn a_crl_in_the_table_is_checked() {
     for f in ["ark.pem", "ark.key", "ask.pem", "ask_other.pem"] {
         std::fs::copy(c.dir.join(f), d.join(f)).unwrap();
     }
-    support::crl_authority(&d);
+    support::crl_authority(&d, "");
     let gencrl = |name: &str| -> Vec<u8> {
         let mut a = vec!["ca", "-config", "crl.cnf", "-gencrl", "-out"];
         let pem = format!("{name}.pem");

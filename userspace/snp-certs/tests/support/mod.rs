@@ -285,16 +285,20 @@ pub fn issue(
     openssl(dir, &a);
 }
 
-/// The `openssl ca` database and config (`crl.cnf`) in `dir` for CRLs that
-/// `ark` (`ark.pem`, `ark.key`) signs with SHA-384, valid for 30 days:
-/// `openssl ca -config crl.cnf -gencrl` then issues them.
-pub fn crl_authority(dir: &Path) {
-    std::fs::write(dir.join("index.txt"), "").unwrap();
-    std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+/// An `openssl ca` database and config (`crl{name}.cnf`, with
+/// `index{name}.txt` and `crlnumber{name}`) in `dir` for CRLs that `ark`
+/// (`ark.pem`, `ark.key`) signs with SHA-384, valid for 30 days: `openssl ca
+/// -config crl{name}.cnf -gencrl` then issues them. `name` tells apart
+/// databases that revoke different certificates in one directory.
+pub fn crl_authority(dir: &Path, name: &str) {
+    std::fs::write(dir.join(format!("index{name}.txt")), "").unwrap();
+    std::fs::write(dir.join(format!("crlnumber{name}")), "01\n").unwrap();
     std::fs::write(
-        dir.join("crl.cnf"),
-        "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
-         default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n",
+        dir.join(format!("crl{name}.cnf")),
+        format!(
+            "[ca]\ndefault_ca = amd\n[amd]\ndatabase = index{name}.txt\ncrlnumber = crlnumber{name}\n\
+             default_md = sha384\ndefault_crl_days = 30\ncertificate = ark.pem\nprivate_key = ark.key\n"
+        ),
     )
     .unwrap();
 }
